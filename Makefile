@@ -1,0 +1,51 @@
+# OpenQHIN build. Every tool the build needs is pinned in .ci/tools/go.mod and
+# installed into $(TOOLS_BIN) from the Go module proxy.
+
+GO        ?= go
+TOOLS_BIN := $(CURDIR)/.ci/tools/bin
+BIN       ?= $(shell $(GO) env GOPATH)/bin
+RUN_ARGS  ?=
+TEST_ARGS ?=
+BENCH     ?= .
+
+export PATH := $(TOOLS_BIN):$(PATH)
+
+.PHONY: all build run test proto tools bench lint fmt clean
+
+all: build
+
+## build: install qhin-broker, qhin-participant and qhinctl into $(BIN)
+build:
+	GOBIN=$(BIN) $(GO) install ./cmd/...
+
+## run: start the embedded default network (3 brokers, 3 participants) on loopback
+run: build
+	$(BIN)/qhinctl dev $(RUN_ARGS)
+
+## test: every unit and end-to-end test, with the race detector
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 9m $(TEST_ARGS) ./...
+
+## bench: Go benchmarks of the hot paths
+bench:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem ./...
+
+## tools: install the pinned code generators
+tools:
+	cd .ci/tools && GOBIN=$(TOOLS_BIN) $(GO) install tool
+
+## proto: regenerate proto/qhin/v1 with the pinned buf and plugins
+proto: tools
+	rm -f proto/qhin/v1/*.pb.go
+	buf lint
+	buf generate
+
+## lint: gofmt, go vet and buf lint
+lint: tools
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+	buf lint
+
+clean:
+	rm -rf $(TOOLS_BIN)
