@@ -341,40 +341,17 @@ func (f *FSM) WriteTo(w io.Writer) (int64, error) {
 // cluster (a backup restored into a new one) must not make them look applied.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(f.path), filepath.Base(f.path)+".restore-*")
+	tmpPath, db, err := receive(rc, filepath.Dir(f.path), filepath.Base(f.path))
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	tmpPath := tmp.Name()
-	keep := false
-	defer func() {
-		if !keep {
-			os.Remove(tmpPath)
-		}
-	}()
-	if err := readSnapshot(rc, tmp); err != nil {
-		tmp.Close()
-		return fmt.Errorf("restore: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("restore: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	db, err := checkRestored(tmpPath)
-	if err != nil {
-		return fmt.Errorf("restore: snapshot is not a broker state file: %w", err)
-	}
-
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := os.Rename(tmpPath, f.path); err != nil {
 		db.Close()
+		os.Remove(tmpPath)
 		return fmt.Errorf("restore: swap state file: %w", err)
 	}
-	keep = true
 	old := f.db
 	f.db = db
 	f.applied.Store(0)
@@ -382,6 +359,47 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.log.Warn("close replaced state file", "error", err)
 	}
 	return nil
+}
+
+// CheckSnapshot reads a snapshot as Restore would, in a scratch file in dir,
+// and reports whether Restore would accept it.
+func CheckSnapshot(r io.Reader, dir string) error {
+	tmpPath, db, err := receive(r, dir, "check")
+	if err != nil {
+		return err
+	}
+	db.Close()
+	return os.Remove(tmpPath)
+}
+
+// receive writes a snapshot into a new file in dir and opens it once its
+// frame, layout and tables check out; the caller owns both.
+func receive(r io.Reader, dir, name string) (string, *bolt.DB, error) {
+	tmp, err := os.CreateTemp(dir, name+".restore-*")
+	if err != nil {
+		return "", nil, err
+	}
+	tmpPath := tmp.Name()
+	fail := func(err error) (string, *bolt.DB, error) {
+		tmp.Close()
+		os.Remove(tmpPath)
+		return "", nil, err
+	}
+	if err := readSnapshot(r, tmp); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fail(err)
+	}
+	db, err := checkRestored(tmpPath)
+	if err != nil {
+		os.Remove(tmpPath)
+		return "", nil, fmt.Errorf("snapshot is not a broker state file: %w", err)
+	}
+	return tmpPath, db, nil
 }
 
 // checkRestored opens a received snapshot, verifies its layout and resets

@@ -2,8 +2,8 @@ package fsm
 
 import (
 	"bytes"
-	"fmt"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strings"

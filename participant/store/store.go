@@ -247,6 +247,62 @@ func (s *Store) PutDocument(ctx context.Context, meta *qhinv1.DocumentMetadata, 
 	return m, nil
 }
 
+// NewDocument is a document whose content is already in memory.
+type NewDocument struct {
+	Meta    *qhinv1.DocumentMetadata
+	Content []byte
+}
+
+// PutDocuments stores many small documents in one transaction, computing
+// each one's size and SHA-256. Every document's patient must exist; a
+// document with the same id is replaced. Large documents belong in
+// PutDocument, which streams.
+func (s *Store) PutDocuments(ctx context.Context, docs []NewDocument) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, d := range docs {
+			m := proto.Clone(d.Meta).(*qhinv1.DocumentMetadata)
+			patientID := m.GetPatient().GetPatientId()
+			if m.Id == "" || patientID == "" {
+				return errors.New("put documents: a document lacks an id or a patient")
+			}
+			if tx.Bucket(bucketPatients).Get([]byte(patientID)) == nil {
+				return fmt.Errorf("put document %s: patient %s: %w", m.Id, patientID, ErrNotFound)
+			}
+			id := []byte(m.Id)
+			if err := deleteDocument(tx, id); err != nil {
+				return err
+			}
+			chunks, err := tx.Bucket(bucketContent).CreateBucket(id)
+			if err != nil {
+				return err
+			}
+			chunks.FillPercent = 1.0
+			for seq, off := uint64(0), 0; off < len(d.Content); seq, off = seq+1, off+ChunkSize {
+				if err := chunks.Put(chunkKey(seq), d.Content[off:min(off+ChunkSize, len(d.Content))]); err != nil {
+					return err
+				}
+			}
+			sum := sha256.Sum256(d.Content)
+			m.Size = int64(len(d.Content))
+			m.Sha256 = hex.EncodeToString(sum[:])
+			enc, err := proto.Marshal(m)
+			if err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketDocuments).Put(id, enc); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketPatientDocs).Put(patientDocKey(patientID, m.Id), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // chunksPerTx bounds how much content one write transaction holds.
 const chunksPerTx = 64
 

@@ -1,0 +1,200 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/openqhin/openqhin/broker/cluster"
+	"github.com/openqhin/openqhin/broker/fsm"
+	"github.com/openqhin/openqhin/broker/purpose"
+	"github.com/openqhin/openqhin/pki"
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
+)
+
+type directory struct {
+	qhinv1.UnimplementedDirectoryServer
+	s *Server
+}
+
+// validateParticipant checks the operator-supplied fields of a directory
+// entry and fills in its SPIFFE ID.
+func (d *directory) validateParticipant(p *qhinv1.Participant) error {
+	if p == nil {
+		return invalid("participant", "required")
+	}
+	if err := pki.ValidateName(p.Id); err != nil {
+		return invalid("participant.id", err.Error())
+	}
+	want, err := pki.NewIdentity(d.s.id.ID.TrustDomain(), pki.RoleParticipant, p.Id)
+	if err != nil {
+		return invalid("participant.id", err.Error())
+	}
+	switch p.SpiffeId {
+	case "":
+		p.SpiffeId = want.String()
+	case want.String():
+	default:
+		return invalid("participant.spiffe_id", fmt.Sprintf("must be %s for participant %s", want, p.Id))
+	}
+	if err := validateEndpoint(p.Endpoint); err != nil {
+		return invalid("participant.endpoint", err.Error())
+	}
+	for i, c := range p.InitiatePurposes {
+		if err := purpose.ValidateQuery(c); err != nil {
+			return invalid(fmt.Sprintf("participant.initiate_purposes[%d]", i), err.Error())
+		}
+	}
+	for i, c := range p.RespondPurposes {
+		if err := purpose.ValidateQuery(c); err != nil {
+			return invalid(fmt.Sprintf("participant.respond_purposes[%d]", i), err.Error())
+		}
+	}
+	return nil
+}
+
+func validateEndpoint(ep string) error {
+	if ep == "" {
+		return fmt.Errorf("required: host:port of the member's Responder service")
+	}
+	host, port, err := net.SplitHostPort(ep)
+	if err != nil || host == "" {
+		return fmt.Errorf("must be host:port")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+		return fmt.Errorf("port must be 1-65535")
+	}
+	return nil
+}
+
+func requestID(id string) string {
+	if id != "" {
+		return id
+	}
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// apply commits a directory command and returns the participant it yields.
+func (d *directory) apply(ctx context.Context, t qhinv1.CommandType, reqID string, payload proto.Message) (*qhinv1.Participant, error) {
+	cmd, err := fsm.NewCommand(t, requestID(reqID), time.Now(), payload)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	v, err := d.s.node.Apply(ctx, cmd)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	p, ok := v.(*qhinv1.Participant)
+	if !ok {
+		return nil, toStatus(fmt.Errorf("%v returned %T", t, v))
+	}
+	return p, nil
+}
+
+func (d *directory) RegisterParticipant(ctx context.Context, req *qhinv1.RegisterParticipantRequest) (*qhinv1.RegisterParticipantResponse, error) {
+	p := cloneParticipant(req.Participant)
+	if err := d.validateParticipant(p); err != nil {
+		return nil, err
+	}
+	switch p.Status {
+	case qhinv1.ParticipantStatus_PARTICIPANT_STATUS_UNSPECIFIED, qhinv1.ParticipantStatus_PARTICIPANT_STATUS_ACTIVE,
+		qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED:
+	default:
+		return nil, invalid("participant.status", "a new participant is active or suspended")
+	}
+	p.CreatedAt, p.UpdatedAt = nil, nil
+	out, err := d.apply(ctx, qhinv1.CommandType_COMMAND_TYPE_REGISTER_PARTICIPANT, req.RequestId, p)
+	if err != nil {
+		return nil, err
+	}
+	d.s.log.Info("participant registered", "participant", out.Id, "operator", caller(ctx))
+	return &qhinv1.RegisterParticipantResponse{Participant: out}, nil
+}
+
+func (d *directory) UpdateParticipant(ctx context.Context, req *qhinv1.UpdateParticipantRequest) (*qhinv1.UpdateParticipantResponse, error) {
+	p := cloneParticipant(req.Participant)
+	if err := d.validateParticipant(p); err != nil {
+		return nil, err
+	}
+	out, err := d.apply(ctx, qhinv1.CommandType_COMMAND_TYPE_UPDATE_PARTICIPANT, req.RequestId, p)
+	if err != nil {
+		return nil, err
+	}
+	d.s.log.Info("participant updated", "participant", out.Id, "operator", caller(ctx))
+	return &qhinv1.UpdateParticipantResponse{Participant: out}, nil
+}
+
+func (d *directory) SetParticipantStatus(ctx context.Context, req *qhinv1.SetParticipantStatusRequest) (*qhinv1.SetParticipantStatusResponse, error) {
+	if req.ParticipantId == "" {
+		return nil, invalid("participant_id", "required")
+	}
+	switch req.Status {
+	case qhinv1.ParticipantStatus_PARTICIPANT_STATUS_ACTIVE, qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED,
+		qhinv1.ParticipantStatus_PARTICIPANT_STATUS_RETIRED:
+	default:
+		return nil, invalid("status", "must be active, suspended or retired")
+	}
+	out, err := d.apply(ctx, qhinv1.CommandType_COMMAND_TYPE_SET_PARTICIPANT_STATUS, req.RequestId,
+		&qhinv1.SetParticipantStatus{ParticipantId: req.ParticipantId, Status: req.Status, Reason: req.Reason})
+	if err != nil {
+		return nil, err
+	}
+	d.s.log.Info("participant status changed", "participant", out.Id, "status", out.Status.String(), "operator", caller(ctx))
+	return &qhinv1.SetParticipantStatusResponse{Participant: out}, nil
+}
+
+func readLevel(consistent bool) cluster.ReadLevel {
+	if consistent {
+		return cluster.ReadLinearizable
+	}
+	return cluster.ReadLocal
+}
+
+func (d *directory) GetParticipant(ctx context.Context, req *qhinv1.GetParticipantRequest) (*qhinv1.GetParticipantResponse, error) {
+	if req.ParticipantId == "" {
+		return nil, invalid("participant_id", "required")
+	}
+	f, err := d.s.node.Read(ctx, readLevel(req.Consistent))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	p, err := f.Participant(req.ParticipantId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &qhinv1.GetParticipantResponse{Participant: p}, nil
+}
+
+func (d *directory) ListParticipants(ctx context.Context, req *qhinv1.ListParticipantsRequest) (*qhinv1.ListParticipantsResponse, error) {
+	f, err := d.s.node.Read(ctx, readLevel(req.Consistent))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	ps, err := f.Participants(req.Status)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &qhinv1.ListParticipantsResponse{Participants: ps}, nil
+}
+
+func caller(ctx context.Context) string {
+	if id, ok := pki.IdentityFromContext(ctx); ok {
+		return id.String()
+	}
+	return ""
+}
+
+func cloneParticipant(p *qhinv1.Participant) *qhinv1.Participant {
+	if p == nil {
+		return nil
+	}
+	return proto.Clone(p).(*qhinv1.Participant)
+}

@@ -1,0 +1,74 @@
+package broker
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/openqhin/openqhin/broker/fanout"
+	"github.com/openqhin/openqhin/broker/purpose"
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
+)
+
+// route decides which members a discovery query goes to: every active member
+// but the initiator that answers the purpose. Suspended members and members
+// that do not answer the purpose are reported as skipped; retired members are
+// not mentioned.
+func route(directory []*qhinv1.Participant, initiator, purposeCode string) (ask []*qhinv1.Participant, skipped []*qhinv1.ResponderStatus) {
+	for _, p := range directory {
+		if p.Id == initiator {
+			continue
+		}
+		if reason, ok := askable(p, purposeCode); !ok {
+			if p.Status != qhinv1.ParticipantStatus_PARTICIPANT_STATUS_RETIRED {
+				skipped = append(skipped, fanout.Skipped(p.Id, reason))
+			}
+			continue
+		}
+		ask = append(ask, p)
+	}
+	return ask, skipped
+}
+
+// askable reports whether a member may be asked a query of the purpose, and
+// why not.
+func askable(p *qhinv1.Participant, purposeCode string) (string, bool) {
+	switch p.Status {
+	case qhinv1.ParticipantStatus_PARTICIPANT_STATUS_ACTIVE:
+	case qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED:
+		return "member is suspended", false
+	default:
+		return "member is not active", false
+	}
+	if !purpose.Permits(p.RespondPurposes, purposeCode) {
+		return fmt.Sprintf("member does not answer %s", purposeCode), false
+	}
+	return "", true
+}
+
+// routeLinks groups a document query's links by member and decides which of
+// those members may be asked, in the order the links first name them.
+func routeLinks(directory map[string]*qhinv1.Participant, links []*qhinv1.PatientLink, purposeCode string) (ask []*qhinv1.Participant, patients map[string][]string, skipped []*qhinv1.ResponderStatus) {
+	patients = map[string][]string{}
+	seen := map[string]bool{}
+	for _, l := range links {
+		id := l.ParticipantId
+		if !seen[id] {
+			seen[id] = true
+			p, ok := directory[id]
+			switch {
+			case !ok:
+				skipped = append(skipped, fanout.Skipped(id, "not a member of the network"))
+			default:
+				if reason, ok := askable(p, purposeCode); !ok {
+					skipped = append(skipped, fanout.Skipped(id, reason))
+				} else {
+					ask = append(ask, p)
+				}
+			}
+		}
+		if !slices.Contains(patients[id], l.PatientId) {
+			patients[id] = append(patients[id], l.PatientId)
+		}
+	}
+	return ask, patients, skipped
+}

@@ -1,0 +1,279 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/openqhin/openqhin/broker/cluster"
+	"github.com/openqhin/openqhin/pki"
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultResponderTimeout = 3 * time.Second
+	DefaultMaxQueryTimeout  = 10 * time.Second
+)
+
+// Config describes one broker node.
+type Config struct {
+	// NodeID names the node; it must match the name in its SVID
+	// (spiffe://<td>/broker/<node-id>), and is taken from it when empty.
+	NodeID string
+	// GRPCListener serves Gateway, Directory and Cluster. GRPCAdvertise is
+	// the address others reach it at; the listener's address when empty.
+	GRPCListener  net.Listener
+	GRPCAdvertise string
+	// RaftListener carries the Raft transport (mutual TLS, brokers only).
+	RaftListener  net.Listener
+	RaftAdvertise string
+	DataDir       string
+	Bootstrap     bool
+	Join          []string
+	Source        pki.Source
+
+	// ResponderTimeout bounds each member's answer to a query, and each
+	// pause in a document stream.
+	ResponderTimeout time.Duration
+	// MaxQueryTimeout caps a query's overall deadline, whatever the caller
+	// asks for.
+	MaxQueryTimeout time.Duration
+
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+
+	Logger       *slog.Logger
+	RaftLog      io.Writer
+	RaftLogLevel string
+}
+
+// Server is a broker node.
+type Server struct {
+	cfg        Config
+	id         pki.Identity
+	log        *slog.Logger
+	node       *cluster.Node
+	grpc       *grpc.Server
+	health     *health.Server
+	responders *responders
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// New opens the broker's Raft node and builds its gRPC server. Serve starts
+// answering.
+func New(cfg Config) (*Server, error) {
+	if cfg.Source == nil {
+		return nil, errors.New("broker: no SVID source")
+	}
+	id, err := pki.SourceIdentity(cfg.Source)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if id.Role != pki.RoleBroker {
+		return nil, fmt.Errorf("broker: SVID %s is not a broker identity", id)
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = id.Name
+	}
+	if cfg.NodeID != id.Name {
+		return nil, fmt.Errorf("broker: node id %q does not match SVID %s", cfg.NodeID, id)
+	}
+	if cfg.GRPCListener == nil || cfg.RaftListener == nil {
+		return nil, errors.New("broker: gRPC and Raft listeners are required")
+	}
+	if cfg.GRPCAdvertise == "" {
+		cfg.GRPCAdvertise = cfg.GRPCListener.Addr().String()
+	}
+	if cfg.ResponderTimeout <= 0 {
+		cfg.ResponderTimeout = DefaultResponderTimeout
+	}
+	if cfg.MaxQueryTimeout <= 0 {
+		cfg.MaxQueryTimeout = DefaultMaxQueryTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("broker", cfg.NodeID)
+
+	node, err := cluster.Open(cluster.Config{
+		NodeID:             cfg.NodeID,
+		RaftListener:       cfg.RaftListener,
+		RaftAdvertise:      cfg.RaftAdvertise,
+		GRPCAddr:           cfg.GRPCAdvertise,
+		DataDir:            cfg.DataDir,
+		Bootstrap:          cfg.Bootstrap,
+		Join:               cfg.Join,
+		Source:             cfg.Source,
+		TrustDomain:        id.ID.TrustDomain(),
+		SnapshotThreshold:  cfg.SnapshotThreshold,
+		SnapshotInterval:   cfg.SnapshotInterval,
+		TrailingLogs:       cfg.TrailingLogs,
+		HeartbeatTimeout:   cfg.HeartbeatTimeout,
+		ElectionTimeout:    cfg.ElectionTimeout,
+		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
+		Logger:             log,
+		RaftLog:            cfg.RaftLog,
+		RaftLogLevel:       cfg.RaftLogLevel,
+	})
+	if err != nil {
+		cfg.GRPCListener.Close()
+		return nil, fmt.Errorf("broker %s: %w", cfg.NodeID, err)
+	}
+
+	s := &Server{
+		cfg:        cfg,
+		id:         id,
+		log:        log,
+		node:       node,
+		health:     health.NewServer(),
+		responders: newResponders(cfg.Source),
+		stop:       make(chan struct{}),
+	}
+	opts, err := pki.ServerConfig{Source: cfg.Source, Policy: pki.DefaultPolicy, Logger: log}.ServerOptions()
+	if err != nil {
+		node.Close()
+		cfg.GRPCListener.Close()
+		return nil, fmt.Errorf("broker %s: %w", cfg.NodeID, err)
+	}
+	s.grpc = grpc.NewServer(opts...)
+	qhinv1.RegisterGatewayServer(s.grpc, &gateway{s: s})
+	qhinv1.RegisterDirectoryServer(s.grpc, &directory{s: s})
+	qhinv1.RegisterClusterServer(s.grpc, &clusterService{s: s})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.watchReadiness()
+	}()
+	return s, nil
+}
+
+// watchReadiness reports SERVING on the health service only while the node
+// knows a leader and has caught up to its own membership.
+func (s *Server) watchReadiness() {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	last := false
+	for {
+		ready := s.node.Ready()
+		if ready != last {
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if ready {
+				st = healthpb.HealthCheckResponse_SERVING
+			}
+			s.health.SetServingStatus("", st)
+			for _, svc := range []string{qhinv1.Gateway_ServiceDesc.ServiceName, qhinv1.Directory_ServiceDesc.ServiceName, qhinv1.Cluster_ServiceDesc.ServiceName} {
+				s.health.SetServingStatus(svc, st)
+			}
+			s.log.Info("readiness changed", "ready", ready)
+			last = ready
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Serve answers gRPC calls until Stop; it returns nil after a graceful stop.
+func (s *Server) Serve() error {
+	err := s.grpc.Serve(s.cfg.GRPCListener)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// ID returns the node id.
+func (s *Server) ID() string { return s.cfg.NodeID }
+
+// Addr returns the advertised gRPC address.
+func (s *Server) Addr() string { return s.cfg.GRPCAdvertise }
+
+// Node returns the broker's Raft node.
+func (s *Server) Node() *cluster.Node { return s.node }
+
+// Ready reports whether the broker serves queries.
+func (s *Server) Ready() bool { return s.node.Ready() }
+
+// Stop shuts the broker down in order: stop taking calls and let running ones
+// finish (until ctx ends), then leave Raft (handing leadership over), then
+// close the stores.
+func (s *Server) Stop(ctx context.Context) error {
+	var err error
+	s.once.Do(func() {
+		close(s.stop)
+		s.health.Shutdown()
+		done := make(chan struct{})
+		go func() {
+			s.grpc.GracefulStop()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.grpc.Stop()
+			<-done
+		}
+		s.wg.Wait()
+		s.responders.close()
+		err = s.node.Close()
+	})
+	return err
+}
+
+// Kill stops the broker abruptly, as a crash would: connections drop,
+// leadership is not handed over. Tests use it.
+func (s *Server) Kill() {
+	s.once.Do(func() {
+		close(s.stop)
+		s.grpc.Stop()
+		s.node.Kill()
+		s.wg.Wait()
+		s.responders.close()
+	})
+}
+
+// logQuery records a finished query: ids, purpose, counts and outcomes only.
+func (s *Server) logQuery(ctx context.Context, kind string, qc *qhinv1.QueryContext, start time.Time, responders []*qhinv1.ResponderStatus, extra ...any) {
+	counts := map[string]int{}
+	for _, r := range responders {
+		counts[r.Status.String()]++
+	}
+	attrs := []any{"query_id", qc.QueryId, "initiator", qc.InitiatorParticipantId, "purpose", qc.PurposeOfUse,
+		"responders", len(responders), "ms", time.Since(start).Milliseconds()}
+	for _, st := range []qhinv1.ResponderState{
+		qhinv1.ResponderState_RESPONDER_STATE_OK, qhinv1.ResponderState_RESPONDER_STATE_NO_MATCH,
+		qhinv1.ResponderState_RESPONDER_STATE_TIMEOUT, qhinv1.ResponderState_RESPONDER_STATE_ERROR,
+		qhinv1.ResponderState_RESPONDER_STATE_DENIED, qhinv1.ResponderState_RESPONDER_STATE_SKIPPED,
+	} {
+		if n := counts[st.String()]; n > 0 {
+			attrs = append(attrs, strings.ToLower(strings.TrimPrefix(st.String(), "RESPONDER_STATE_")), n)
+		}
+	}
+	s.log.InfoContext(ctx, kind, append(attrs, extra...)...)
+}

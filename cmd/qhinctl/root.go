@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/openqhin/openqhin/broker/client"
+)
+
+// globals are the flags every command takes.
+type globals struct {
+	config  string
+	output  string
+	timeout time.Duration
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "qhinctl",
+		Short:         "Operate and query an OpenQHIN network",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if g.output != "table" && g.output != "json" {
+				return fmt.Errorf("-o: must be table or json, not %q", g.output)
+			}
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&g.config, "config", os.Getenv("QHIN_CONFIG"), "client configuration file (default $QHIN_CONFIG)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "deadline of each call to the network")
+	root.AddCommand(
+		newDevCmd(g),
+		newPKICmd(g),
+		newQueryCmd(g),
+		newRetrieveCmd(g),
+		newDirectoryCmd(g),
+		newClusterCmd(g),
+		newImportCmd(g),
+	)
+	return root
+}
+
+func (g *globals) loadConfig() (*client.Config, error) {
+	if g.config == "" {
+		return nil, errors.New("no configuration: pass --config FILE or set QHIN_CONFIG (qhinctl dev writes DIR/qhinctl.yaml)")
+	}
+	return client.LoadConfig(g.config)
+}
+
+// operatorConn dials the brokers as the configured operator.
+func (g *globals) operatorConn() (*client.Conn, error) {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	src, err := cfg.OperatorSource()
+	if err != nil {
+		return nil, err
+	}
+	return client.Dial(cfg.Brokers, src, nil)
+}
+
+// participantConn dials the brokers as a participant of the config.
+func (g *globals) participantConn(as string) (*client.Conn, error) {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	src, err := cfg.ParticipantSource(as)
+	if err != nil {
+		return nil, err
+	}
+	return client.Dial(cfg.Brokers, src, nil)
+}
+
+func (g *globals) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, g.timeout)
+}
+
+// print writes a response as protojson, or as the table render makes.
+func (g *globals) print(w io.Writer, m proto.Message, render func(t *table)) error {
+	if g.output == "json" {
+		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: false}.Marshal(m)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(w, string(b))
+		return err
+	}
+	t := &table{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
+	render(t)
+	return t.tw.Flush()
+}
+
+// table writes aligned columns.
+type table struct {
+	tw *tabwriter.Writer
+}
+
+func (t *table) row(cols ...any) {
+	s := make([]string, len(cols))
+	for i, c := range cols {
+		s[i] = fmt.Sprint(c)
+		if s[i] == "" {
+			s[i] = "-"
+		}
+	}
+	fmt.Fprintln(t.tw, strings.Join(s, "\t"))
+}
+
+func (t *table) line(format string, args ...any) {
+	fmt.Fprintf(t.tw, format+"\n", args...)
+}
+
+func newTabWriter(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }

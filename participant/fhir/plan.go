@@ -1,0 +1,361 @@
+package fhir
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
+)
+
+// Bundle documents: the whole bundle kept as one FHIR document per patient.
+const (
+	bundleDocPrefix      = "bundle-"
+	bundleDocTypeCode    = "60591-5" // LOINC: Patient summary Document
+	bundleDocTypeDisplay = "Patient summary Document"
+	bundleDocContentType = "application/fhir+json"
+	defaultContentType   = "application/octet-stream"
+)
+
+// unknownTime is the creation time of a document when the bundle records
+// none. It is fixed so that importing again writes the same metadata.
+var unknownTime = time.Unix(0, 0).UTC()
+
+// plan is everything one bundle will write, worked out and checked before
+// the first write.
+type plan struct {
+	patients  []plannedPatient
+	documents []plannedDocument
+}
+
+type plannedPatient struct {
+	id           string
+	demographics *qhinv1.Demographics
+}
+
+type plannedDocument struct {
+	meta    *qhinv1.DocumentMetadata
+	content []byte
+}
+
+// bundleIndex finds entries by the references other entries make to them.
+type bundleIndex struct {
+	entries []entry
+	byURL   map[string]int // fullUrl → entry
+	byID    map[string]int // "Type/id" → entry
+}
+
+func newBundleIndex(entries []entry) *bundleIndex {
+	ix := &bundleIndex{entries: entries, byURL: map[string]int{}, byID: map[string]int{}}
+	for i, e := range entries {
+		if e.fullURL != "" {
+			ix.byURL[e.fullURL] = i
+		}
+		if e.id != "" {
+			ix.byID[e.typ+"/"+e.id] = i
+		}
+	}
+	return ix
+}
+
+// resolve finds the entry of type typ that ref points at: by fullUrl
+// ("urn:uuid:…"), or by a relative or absolute "Type/id" URL, with or without
+// a "/_history/n" suffix.
+func (ix *bundleIndex) resolve(ref, typ string) (entry, bool) {
+	if i, ok := ix.byURL[ref]; ok && ix.entries[i].typ == typ {
+		return ix.entries[i], true
+	}
+	parts := strings.Split(ref, "/")
+	if n := len(parts); n >= 4 && parts[n-2] == "_history" {
+		parts = parts[:n-2]
+	}
+	if n := len(parts); n >= 2 && parts[n-2] == typ {
+		if i, ok := ix.byID[typ+"/"+parts[n-1]]; ok {
+			return ix.entries[i], true
+		}
+	}
+	return entry{}, false
+}
+
+// plan decodes and checks a bundle and works out what it writes.
+func (im *Importer) plan(data []byte) (*plan, error) {
+	entries, err := decodeBundle(data)
+	if err != nil {
+		return nil, err
+	}
+	ix := newBundleIndex(entries)
+	p := &plan{}
+	patientIDs := map[string]bool{}
+	patientOf := map[int]string{} // entry index → patient id
+	others := false
+	var (
+		latest    time.Time // the latest time any resource records
+		haveTimes bool
+	)
+	for _, e := range entries {
+		switch e.typ {
+		case "Patient":
+			id, d, err := mapPatient(e)
+			if err != nil {
+				return nil, err
+			}
+			if patientIDs[id] {
+				return nil, fmt.Errorf("entry[%d]: a second Patient with id %s", e.index, id)
+			}
+			patientIDs[id] = true
+			patientOf[e.index] = id
+			p.patients = append(p.patients, plannedPatient{id: id, demographics: d})
+		case "DocumentReference", "Binary":
+		default:
+			others = true
+		}
+		if e.hasTime && (!haveTimes || e.latest.After(latest)) {
+			latest, haveTimes = e.latest, true
+		}
+	}
+	if len(p.patients) == 0 {
+		return nil, ErrNoPatient
+	}
+	docIDs := map[string]bool{}
+	addDoc := func(d plannedDocument) error {
+		if docIDs[d.meta.Id] {
+			return fmt.Errorf("two documents with id %s", d.meta.Id)
+		}
+		docIDs[d.meta.Id] = true
+		p.documents = append(p.documents, d)
+		return nil
+	}
+	for _, e := range entries {
+		if e.typ != "DocumentReference" {
+			continue
+		}
+		d, err := im.mapDocumentReference(ix, patientOf, e)
+		if err != nil {
+			return nil, err
+		}
+		if err := addDoc(d); err != nil {
+			return nil, err
+		}
+	}
+	if others {
+		// The bundle document goes to the first Patient. Synthea writes one
+		// Patient per bundle; in a bundle of several, this one document
+		// holds every patient's resources and is disclosed as the first's.
+		pid := p.patients[0].id
+		if !haveTimes {
+			latest = unknownTime
+		}
+		d := plannedDocument{
+			meta: &qhinv1.DocumentMetadata{
+				Id:                  bundleDocPrefix + pid,
+				Patient:             &qhinv1.PatientLink{ParticipantId: im.ParticipantID, PatientId: pid},
+				TypeCode:            bundleDocTypeCode,
+				TypeDisplay:         bundleDocTypeDisplay,
+				Title:               fmt.Sprintf("FHIR bundle (%d resources)", len(entries)),
+				Created:             timestamppb.New(latest),
+				ContentType:         bundleDocContentType,
+				SourceParticipantId: im.ParticipantID,
+			},
+			content: data,
+		}
+		if err := addDoc(d); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// fhirID is the form of a FHIR resource id.
+var fhirID = regexp.MustCompile(`^[A-Za-z0-9.\-]{1,64}$`)
+
+func mapPatient(e entry) (string, *qhinv1.Demographics, error) {
+	var r patientResource
+	if err := json.Unmarshal(e.raw, &r); err != nil {
+		return "", nil, jsonProblem(fmt.Sprintf("entry[%d] (Patient)", e.index), err)
+	}
+	id := r.ID
+	if id == "" {
+		id = strings.TrimPrefix(e.fullURL, "urn:uuid:")
+	}
+	if !fhirID.MatchString(id) {
+		return "", nil, fmt.Errorf("entry[%d]: Patient has no valid id", e.index)
+	}
+	d := &qhinv1.Demographics{BirthDate: r.BirthDate, Gender: r.Gender}
+	if d.BirthDate != "" {
+		if _, ok := parseDate(d.BirthDate); !ok {
+			return "", nil, fmt.Errorf("entry[%d]: Patient %s: birthDate is not a FHIR date", e.index, id)
+		}
+	}
+	switch d.Gender {
+	case "", "male", "female", "other", "unknown":
+	default:
+		return "", nil, fmt.Errorf("entry[%d]: Patient %s: gender is not a FHIR administrative gender", e.index, id)
+	}
+	if n := pickName(r.Name); n != nil {
+		var given []string
+		for _, g := range n.Given {
+			if g = cleanName(g); g != "" {
+				given = append(given, g)
+			}
+		}
+		d.Given = strings.Join(given, " ")
+		d.Family = cleanName(n.Family)
+	}
+	if len(r.Address) > 0 {
+		a := r.Address[0]
+		d.Address = &qhinv1.Address{Lines: a.Line, City: a.City, State: a.State, PostalCode: a.PostalCode, Country: a.Country}
+	}
+	for _, t := range r.Telecom {
+		if t.System == "phone" && t.Value != "" {
+			d.Phone = t.Value
+			break
+		}
+	}
+	for _, idf := range r.Identifier {
+		if idf.Value == "" {
+			continue
+		}
+		var typ string
+		if len(idf.Type.Coding) > 0 {
+			typ = idf.Type.Coding[0].Code
+		}
+		d.Identifiers = append(d.Identifiers, &qhinv1.Identifier{System: idf.System, Value: idf.Value, Type: typ})
+	}
+	return id, d, nil
+}
+
+// parseDate reads a FHIR date: YYYY, YYYY-MM or YYYY-MM-DD.
+func parseDate(s string) (time.Time, bool) {
+	for _, layout := range []string{"2006-01-02", "2006-01", "2006"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// pickName returns the official name, else the first.
+func pickName(names []humanName) *humanName {
+	for i := range names {
+		if names[i].Use == "official" {
+			return &names[i]
+		}
+	}
+	if len(names) > 0 {
+		return &names[0]
+	}
+	return nil
+}
+
+// cleanName removes the digits Synthea appends to names ("Agustín352").
+func cleanName(s string) string {
+	return strings.TrimSpace(strings.TrimRight(strings.TrimSpace(s), "0123456789"))
+}
+
+func (im *Importer) mapDocumentReference(ix *bundleIndex, patientOf map[int]string, e entry) (plannedDocument, error) {
+	where := fmt.Sprintf("entry[%d] (DocumentReference)", e.index)
+	var r documentReference
+	if err := json.Unmarshal(e.raw, &r); err != nil {
+		return plannedDocument{}, jsonProblem(where, err)
+	}
+	if !fhirID.MatchString(r.ID) {
+		return plannedDocument{}, fmt.Errorf("%s: no valid id", where)
+	}
+	where = "DocumentReference " + r.ID
+	subject, ok := ix.resolve(r.Subject.Reference, "Patient")
+	if !ok {
+		return plannedDocument{}, fmt.Errorf("%s: subject does not reference a Patient in this bundle", where)
+	}
+	pid := patientOf[subject.index]
+	if len(r.Content) == 0 {
+		return plannedDocument{}, fmt.Errorf("%s: no content", where)
+	}
+	att := r.Content[0].Attachment
+	created := unknownTime
+	switch {
+	case r.Date != "":
+		t, ok := parseTime(r.Date)
+		if !ok {
+			return plannedDocument{}, fmt.Errorf("%s: date is not a FHIR instant", where)
+		}
+		created = t
+	default:
+		for _, s := range []string{att.Creation, r.Meta.LastUpdated} {
+			if t, ok := parseTime(s); ok {
+				created = t
+				break
+			}
+		}
+	}
+	contentType := att.ContentType
+	var data string
+	switch {
+	case att.Data != nil:
+		data = *att.Data
+	case att.URL != "":
+		bin, ok := ix.resolve(att.URL, "Binary")
+		if !ok {
+			return plannedDocument{}, fmt.Errorf("%s: attachment url references no Binary in this bundle", where)
+		}
+		var b binaryResource
+		if err := json.Unmarshal(bin.raw, &b); err != nil {
+			return plannedDocument{}, jsonProblem(fmt.Sprintf("entry[%d] (Binary)", bin.index), err)
+		}
+		if b.Data == nil {
+			return plannedDocument{}, fmt.Errorf("%s: its Binary (entry[%d]) has no data", where, bin.index)
+		}
+		data = *b.Data
+		if b.ContentType != "" {
+			contentType = b.ContentType
+		}
+	default:
+		return plannedDocument{}, fmt.Errorf("%s: attachment has neither data nor url", where)
+	}
+	content, err := base64.StdEncoding.DecodeString(data)
+	if err != nil {
+		var ce base64.CorruptInputError
+		if errors.As(err, &ce) {
+			return plannedDocument{}, fmt.Errorf("%s: attachment data is not valid base64 (at byte %d)", where, int64(ce))
+		}
+		return plannedDocument{}, fmt.Errorf("%s: attachment data is not valid base64", where)
+	}
+	if contentType == "" {
+		contentType = defaultContentType
+	}
+	var typeCode, typeDisplay string
+	if len(r.Type.Coding) > 0 {
+		typeCode, typeDisplay = r.Type.Coding[0].Code, r.Type.Coding[0].Display
+	}
+	if typeDisplay == "" {
+		typeDisplay = r.Type.Text
+	}
+	title := firstNonEmpty(r.Description, r.Type.Text, typeDisplay, att.Title, "Document")
+	return plannedDocument{
+		meta: &qhinv1.DocumentMetadata{
+			Id:                  r.ID,
+			Patient:             &qhinv1.PatientLink{ParticipantId: im.ParticipantID, PatientId: pid},
+			TypeCode:            typeCode,
+			TypeDisplay:         typeDisplay,
+			Title:               title,
+			Created:             timestamppb.New(created),
+			ContentType:         contentType,
+			SourceParticipantId: im.ParticipantID,
+		},
+		content: content,
+	}, nil
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}

@@ -1,0 +1,144 @@
+package participant
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/openqhin/openqhin/participant/match"
+	"github.com/openqhin/openqhin/participant/store"
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
+)
+
+// responder answers brokers from the local store.
+type responder struct {
+	qhinv1.UnimplementedResponderServer
+	s *Server
+}
+
+// delay holds an answer back by the configured injected latency.
+func (r *responder) delay(ctx context.Context) error {
+	if r.s.cfg.Delay <= 0 {
+		return nil
+	}
+	t := time.NewTimer(r.s.cfg.Delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+func checkContext(qc *qhinv1.QueryContext) error {
+	if qc == nil {
+		return status.Error(codes.InvalidArgument, "context: required")
+	}
+	if qc.QueryId == "" {
+		return status.Error(codes.InvalidArgument, "context.query_id: required")
+	}
+	if qc.PurposeOfUse == "" {
+		return status.Error(codes.InvalidArgument, "context.purpose_of_use: required")
+	}
+	return nil
+}
+
+func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderDiscoverPatientsRequest) (*qhinv1.ResponderDiscoverPatientsResponse, error) {
+	if err := checkContext(req.Context); err != nil {
+		return nil, err
+	}
+	if err := match.Validate(req.Demographics); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := r.delay(ctx); err != nil {
+		return nil, err
+	}
+	results := r.s.index.Search(match.Normalize(req.Demographics), r.s.cfg.MatchThreshold, r.s.cfg.MaxCandidates)
+	resp := &qhinv1.ResponderDiscoverPatientsResponse{}
+	for _, m := range results {
+		d, err := r.s.store.Patient(m.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // removed since it was indexed
+		}
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "read patient %s: %v", m.ID, err)
+		}
+		resp.Candidates = append(resp.Candidates, &qhinv1.Candidate{PatientId: m.ID, Demographics: d, Score: m.Score})
+	}
+	r.s.log.Info("discover", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
+		"purpose", req.Context.PurposeOfUse, "candidates", len(resp.Candidates))
+	return resp, nil
+}
+
+func (r *responder) QueryDocuments(ctx context.Context, req *qhinv1.ResponderQueryDocumentsRequest) (*qhinv1.ResponderQueryDocumentsResponse, error) {
+	if err := checkContext(req.Context); err != nil {
+		return nil, err
+	}
+	if len(req.PatientIds) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "patient_ids: at least one is required")
+	}
+	if err := r.delay(ctx); err != nil {
+		return nil, err
+	}
+	f := store.Filter{TypeCodes: req.TypeCodes}
+	if req.Since != nil {
+		f.Since = req.Since.AsTime()
+	}
+	if req.Until != nil {
+		f.Until = req.Until.AsTime()
+	}
+	docs, err := r.s.store.Documents(req.PatientIds, f)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "list documents: %v", err)
+	}
+	r.s.log.Info("documents", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
+		"purpose", req.Context.PurposeOfUse, "documents", len(docs))
+	return &qhinv1.ResponderQueryDocumentsResponse{Documents: docs}, nil
+}
+
+func (r *responder) RetrieveDocument(req *qhinv1.ResponderRetrieveDocumentRequest, out grpc.ServerStreamingServer[qhinv1.RetrieveDocumentResponse]) error {
+	ctx := out.Context()
+	if err := checkContext(req.Context); err != nil {
+		return err
+	}
+	if req.DocumentId == "" {
+		return status.Error(codes.InvalidArgument, "document_id: required")
+	}
+	if err := r.delay(ctx); err != nil {
+		return err
+	}
+	var size int64
+	err := r.s.store.StreamDocument(ctx, req.DocumentId,
+		func(m *qhinv1.DocumentMetadata) error {
+			size = m.Size
+			return out.Send(&qhinv1.RetrieveDocumentResponse{Part: &qhinv1.RetrieveDocumentResponse_Header{Header: m}})
+		},
+		func(chunk []byte) error {
+			// Send encodes the message before it returns, so the chunk
+			// may point into the store's memory map.
+			return out.Send(&qhinv1.RetrieveDocumentResponse{Part: &qhinv1.RetrieveDocumentResponse_Chunk{Chunk: chunk}})
+		})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return status.Errorf(codes.NotFound, "document_id: %s not found", req.DocumentId)
+	case err != nil && status.Code(err) != codes.Unknown:
+		return err
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	case err != nil:
+		return status.Errorf(codes.Internal, "read document %s: %v", req.DocumentId, err)
+	}
+	r.s.log.Info("retrieve", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
+		"purpose", req.Context.PurposeOfUse, "document", req.DocumentId, "bytes", size)
+	return nil
+}
+
+func cloneDoc(m *qhinv1.DocumentMetadata) *qhinv1.DocumentMetadata {
+	return proto.Clone(m).(*qhinv1.DocumentMetadata)
+}

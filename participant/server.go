@@ -1,0 +1,221 @@
+package participant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/openqhin/openqhin/participant/match"
+	"github.com/openqhin/openqhin/participant/store"
+	"github.com/openqhin/openqhin/pki"
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
+)
+
+// DefaultMaxCandidates bounds the candidates one discovery answer carries.
+const DefaultMaxCandidates = 10
+
+// Config describes one participant node.
+type Config struct {
+	// Listener serves the Responder service to brokers.
+	Listener net.Listener
+	// DataDir holds the record store, participant.db.
+	DataDir string
+	Source  pki.Source
+	// MatchThreshold is the lowest score a candidate needs;
+	// match.DefaultThreshold when zero.
+	MatchThreshold float64
+	MaxCandidates  int
+	// Delay holds every answer back by this long: an injected latency for
+	// benchmarks and fault tests. Zero in production.
+	Delay  time.Duration
+	Logger *slog.Logger
+}
+
+// Server is a participant node.
+type Server struct {
+	cfg    Config
+	id     pki.Identity
+	log    *slog.Logger
+	store  *store.Store
+	index  *match.Index
+	grpc   *grpc.Server
+	health *health.Server
+	once   sync.Once
+}
+
+// New opens the participant's store, loads its patients into the matcher and
+// builds its gRPC server. Serve starts answering.
+func New(cfg Config) (*Server, error) {
+	if cfg.Source == nil {
+		return nil, errors.New("participant: no SVID source")
+	}
+	id, err := pki.SourceIdentity(cfg.Source)
+	if err != nil {
+		return nil, fmt.Errorf("participant: %w", err)
+	}
+	if id.Role != pki.RoleParticipant {
+		return nil, fmt.Errorf("participant: SVID %s is not a participant identity", id)
+	}
+	if cfg.Listener == nil {
+		return nil, errors.New("participant: no listener")
+	}
+	if cfg.MatchThreshold <= 0 {
+		cfg.MatchThreshold = match.DefaultThreshold
+	}
+	if cfg.MaxCandidates <= 0 {
+		cfg.MaxCandidates = DefaultMaxCandidates
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("participant", id.Name)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("participant %s: data dir: %w", id.Name, err)
+	}
+	st, err := store.Open(filepath.Join(cfg.DataDir, "participant.db"))
+	if err != nil {
+		return nil, fmt.Errorf("participant %s: %w", id.Name, err)
+	}
+	s := &Server{cfg: cfg, id: id, log: log, store: st, index: match.NewIndex(), health: health.NewServer()}
+	if err := st.ForEachPatient(func(p store.Patient) error {
+		s.index.Add(p.ID, match.Normalize(p.Demographics))
+		return nil
+	}); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("participant %s: load patients: %w", id.Name, err)
+	}
+
+	// The Responder is for brokers only. The TLS handshake refuses
+	// participants outright (operators may connect for health checks), and
+	// the policy decides per method.
+	opts, err := pki.ServerConfig{
+		Source: cfg.Source, Policy: pki.DefaultPolicy, Logger: log,
+		Roles: []pki.Role{pki.RoleBroker, pki.RoleOperator},
+	}.ServerOptions()
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("participant %s: %w", id.Name, err)
+	}
+	s.grpc = grpc.NewServer(opts...)
+	qhinv1.RegisterResponderServer(s.grpc, &responder{s: s})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(qhinv1.Responder_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	return s, nil
+}
+
+// ID returns the participant id.
+func (s *Server) ID() string { return s.id.Name }
+
+// Addr returns the address the Responder listens on.
+func (s *Server) Addr() string { return s.cfg.Listener.Addr().String() }
+
+// Store returns the participant's record store.
+func (s *Server) Store() *store.Store { return s.store }
+
+// Serve answers brokers until Stop.
+func (s *Server) Serve() error {
+	err := s.grpc.Serve(s.cfg.Listener)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// Stop lets running calls finish (until ctx ends), then closes the store.
+func (s *Server) Stop(ctx context.Context) error {
+	var err error
+	s.once.Do(func() {
+		s.health.Shutdown()
+		done := make(chan struct{})
+		go func() {
+			s.grpc.GracefulStop()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.grpc.Stop()
+			<-done
+		}
+		err = s.store.Close()
+	})
+	return err
+}
+
+// Kill stops the participant abruptly, as a crash would. Tests use it.
+func (s *Server) Kill() {
+	s.once.Do(func() {
+		s.grpc.Stop()
+		s.store.Close()
+	})
+}
+
+// PutPatient stores a patient and makes it findable.
+func (s *Server) PutPatient(ctx context.Context, id string, d *qhinv1.Demographics) error {
+	if err := s.store.PutPatient(ctx, id, d); err != nil {
+		return err
+	}
+	s.index.Add(id, match.Normalize(d))
+	return nil
+}
+
+// PutPatients stores many patients in one transaction and makes them
+// findable.
+func (s *Server) PutPatients(ctx context.Context, ps []store.Patient) error {
+	if err := s.store.PutPatients(ctx, ps); err != nil {
+		return err
+	}
+	for _, p := range ps {
+		s.index.Add(p.ID, match.Normalize(p.Demographics))
+	}
+	return nil
+}
+
+// PutDocument stores a document of a stored patient.
+func (s *Server) PutDocument(ctx context.Context, meta *qhinv1.DocumentMetadata, content io.Reader) (*qhinv1.DocumentMetadata, error) {
+	m := cloneDoc(meta)
+	if m.Patient == nil {
+		m.Patient = &qhinv1.PatientLink{}
+	}
+	m.Patient.ParticipantId = s.id.Name
+	m.SourceParticipantId = s.id.Name
+	return s.store.PutDocument(ctx, m, content)
+}
+
+// PutDocuments stores many small documents of stored patients in one
+// transaction.
+func (s *Server) PutDocuments(ctx context.Context, docs []store.NewDocument) error {
+	for i, d := range docs {
+		m := cloneDoc(d.Meta)
+		if m.Patient == nil {
+			m.Patient = &qhinv1.PatientLink{}
+		}
+		m.Patient.ParticipantId = s.id.Name
+		m.SourceParticipantId = s.id.Name
+		docs[i].Meta = m
+	}
+	return s.store.PutDocuments(ctx, docs)
+}
+
+// Counts returns how many patients and documents the participant holds.
+func (s *Server) Counts() (patients, documents int, err error) { return s.store.Counts() }
+
+// Search finds the local patients that match demographics, best first.
+func (s *Server) Search(d *qhinv1.Demographics) []match.Result {
+	return s.index.Search(match.Normalize(d), s.cfg.MatchThreshold, s.cfg.MaxCandidates)
+}
