@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/openqhin/openqhin/participant/fhir"
-	"github.com/openqhin/openqhin/participant/store"
+	"github.com/openqhin/openqhin/participant"
 	"github.com/openqhin/openqhin/participant/synth"
 )
 
@@ -20,81 +20,24 @@ type SeedCounts struct {
 	Skipped []fhir.Skip
 }
 
-// seedBatch is how many registrations go into one store transaction.
-const seedBatch = 500
-
-// SeedSynthetic fills every participant that holds no patients yet with a
-// synthetic population of persons people, registered across the
+// SeedSynthetic fills every participant that holds no patients yet with its
+// share of a synthetic population of persons people, registered across the
 // participants with the variations real registrations have. progress is
 // called with the persons done so far.
 func (n *Network) SeedSynthetic(ctx context.Context, persons int, seed int64, progress func(done, total int)) ([]SeedCounts, error) {
 	var ids []string
-	empty := map[string]*ParticipantNode{}
+	sinks := map[string]participant.BatchSink{}
 	for _, p := range n.Participants {
 		ids = append(ids, p.ID)
 		if np, _, err := p.Server.Counts(); err == nil && np == 0 {
-			empty[p.ID] = p
+			sinks[p.ID] = p.Server
 		}
 	}
-	counts := map[string]*SeedCounts{}
-	for _, p := range n.Participants {
-		counts[p.ID] = &SeedCounts{Participant: p.ID}
-	}
-	if len(empty) == 0 || persons <= 0 {
-		return n.countsOf(), nil
-	}
-	pending := map[string][]synth.Registration{}
-	flush := func(id string) error {
-		regs := pending[id]
-		if len(regs) == 0 {
-			return nil
-		}
-		pending[id] = nil
-		p := empty[id]
-		var ps []store.Patient
-		var docs []store.NewDocument
-		for _, r := range regs {
-			ps = append(ps, store.Patient{ID: r.PatientID, Demographics: r.Demographics})
-			for _, d := range r.Documents {
-				docs = append(docs, store.NewDocument{Meta: d.Meta, Content: d.Content})
-			}
-		}
-		if err := p.Server.PutPatients(ctx, ps); err != nil {
-			return fmt.Errorf("seed %s: %w", id, err)
-		}
-		if err := p.Server.PutDocuments(ctx, docs); err != nil {
-			return fmt.Errorf("seed %s: %w", id, err)
-		}
-		return nil
-	}
-	done, lastPerson := 0, ""
-	err := synth.Generate(synth.Options{Seed: seed, Persons: persons, Participants: ids}, func(r synth.Registration) error {
-		if r.PersonID != lastPerson {
-			lastPerson = r.PersonID
-			done++
-			if progress != nil && (done%100 == 0 || done == persons) {
-				progress(done, persons)
-			}
-		}
-		if _, ok := empty[r.ParticipantID]; !ok {
-			return nil
-		}
-		pending[r.ParticipantID] = append(pending[r.ParticipantID], r)
-		if len(pending[r.ParticipantID]) >= seedBatch {
-			return flush(r.ParticipantID)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	for id := range empty {
-		if err := flush(id); err != nil {
+	if len(sinks) > 0 && persons > 0 {
+		opts := synth.Options{Seed: seed, Persons: persons, Participants: ids}
+		if err := participant.ImportSynthetic(ctx, opts, sinks, progress); err != nil {
 			return nil, err
 		}
-	}
-	if progress != nil {
-		progress(persons, persons)
 	}
 	return n.countsOf(), nil
 }

@@ -5,29 +5,106 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/openqhin/openqhin/participant"
 	"github.com/openqhin/openqhin/participant/fhir"
 	"github.com/openqhin/openqhin/participant/store"
+	"github.com/openqhin/openqhin/participant/synth"
 )
 
 func newImportCmd(*globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "import",
+		Short: "Load records into a stopped participant's store",
+	}
+	cmd.AddCommand(newImportFHIRCmd(), newImportSyntheticCmd())
+	return cmd
+}
+
+// openStore opens a participant's record store for an import.
+func openStore(dataDir string) (*store.Store, error) {
+	if dataDir == "" {
+		return nil, errors.New("--data-dir is required")
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, err
+	}
+	st, err := store.Open(filepath.Join(dataDir, "participant.db"))
+	if err != nil {
+		return nil, fmt.Errorf("%w (is the participant still running?)", err)
+	}
+	return st, nil
+}
+
+func newImportSyntheticCmd() *cobra.Command {
+	var (
+		dataDir, member string
+		members         []string
+		persons         int
+		seed            int64
+	)
+	cmd := &cobra.Command{
+		Use:   "synthetic",
+		Short: "Load a member's share of a synthetic population",
+		Long: `Generate a synthetic population of --patients persons registered across
+--members (with the typos, nicknames, moves and missing phones real
+registrations have) and load the share of --participant. The population
+depends only on --seed, --patients and --members, so loading each member in
+turn gives a consistent network.`,
+		Example: `  qhinctl import synthetic --data-dir ./p1-data --participant p1 --members p1,p2 --patients 500`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if member == "" || !slices.Contains(members, member) {
+				return errors.New("--participant: required, and must be one of --members")
+			}
+			st, err := openStore(dataDir)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			bar := progressbar.NewOptions(persons, progressbar.OptionSetDescription("generating"),
+				progressbar.OptionSetWriter(cmd.ErrOrStderr()), progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
+			err = participant.ImportSynthetic(cmd.Context(), synth.Options{Seed: seed, Persons: persons, Participants: members},
+				map[string]participant.BatchSink{member: st}, func(done, _ int) { bar.Set(done) })
+			bar.Finish()
+			if err != nil {
+				return err
+			}
+			np, nd, err := st.Counts()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s now holds %d patient(s) and %d document(s)\n", member, np, nd)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the participant's data directory (required)")
+	cmd.Flags().StringVar(&member, "participant", "", "the participant to load (required)")
+	cmd.Flags().StringSliceVar(&members, "members", nil, "every member of the population, e.g. p1,p2,p3 (required)")
+	cmd.Flags().IntVar(&persons, "patients", 1000, "persons in the population")
+	cmd.Flags().Int64Var(&seed, "seed", 1, "seed of the population")
+	return cmd
+}
+
+func newImportFHIRCmd() *cobra.Command {
 	var dataDir, participant string
 	cmd := &cobra.Command{
-		Use:   "import PATH...",
+		Use:   "fhir PATH...",
 		Short: "Import FHIR R4 bundles into a stopped participant's store",
 		Long: `Import FHIR R4 JSON bundles (Synthea-shaped: Patient, DocumentReference with
 inline data or a Binary, other resources kept as one FHIR document per
 patient) into a participant's record store. Each PATH is a bundle or a
 directory of *.json bundles. Stop the participant first: its store is locked
 while it runs.`,
-		Example: `  qhinctl import --data-dir /var/lib/qhin-participant --participant p1 ./bundles`,
+		Example: `  qhinctl import fhir --data-dir ./p1-data --participant p1 ./bundles`,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if dataDir == "" || participant == "" {
-				return errors.New("--data-dir and --participant are required")
+			if participant == "" {
+				return errors.New("--participant is required")
 			}
 			var files []string
 			for _, a := range args {
@@ -45,12 +122,9 @@ while it runs.`,
 				}
 				files = append(files, m...)
 			}
-			if err := os.MkdirAll(dataDir, 0o700); err != nil {
-				return err
-			}
-			st, err := store.Open(filepath.Join(dataDir, "participant.db"))
+			st, err := openStore(dataDir)
 			if err != nil {
-				return fmt.Errorf("%w (is the participant still running?)", err)
+				return err
 			}
 			defer st.Close()
 			bar := progressbar.NewOptions(len(files), progressbar.OptionSetDescription("importing bundles"),

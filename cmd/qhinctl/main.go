@@ -9,13 +9,19 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"google.golang.org/grpc/status"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRoot().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "qhinctl:", err)
+		if s, ok := status.FromError(err); ok {
+			fmt.Fprintf(os.Stderr, "qhinctl: %s: %s\n", s.Code(), s.Message())
+		} else {
+			fmt.Fprintln(os.Stderr, "qhinctl:", err)
+		}
 		os.Exit(1)
 	}
 }

@@ -1,0 +1,86 @@
+// Command qhin-broker runs one broker node of an OpenQHIN network.
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	flag "github.com/spf13/pflag"
+
+	"github.com/openqhin/openqhin/broker"
+	"github.com/openqhin/openqhin/cmd/internal/cli"
+	"github.com/openqhin/openqhin/pki"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "qhin-broker:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var cfg broker.Config
+	listen := flag.String("listen", "127.0.0.1:7401", "gRPC listen address (Gateway, Directory, Cluster)")
+	flag.StringVar(&cfg.GRPCAdvertise, "advertise", "", "gRPC address others reach this broker at (default: --listen)")
+	raftListen := flag.String("raft-listen", "127.0.0.1:7411", "Raft listen address (mutual TLS, brokers only)")
+	flag.StringVar(&cfg.RaftAdvertise, "raft-advertise", "", "Raft address peers reach this broker at (default: --raft-listen)")
+	flag.StringVar(&cfg.NodeID, "node-id", "", "node id (default: the name in the SVID)")
+	flag.StringVar(&cfg.DataDir, "data-dir", "qhin-broker-data", "directory for the Raft log, snapshots and state")
+	svidDir := flag.String("svid-dir", "", "directory with svid.pem, svid.key and bundle.pem (required)")
+	flag.BoolVar(&cfg.Bootstrap, "bootstrap", false, "start a new cluster with this node as its first member")
+	flag.StringSliceVar(&cfg.Join, "join", nil, "gRPC address(es) of cluster members to join through")
+	flag.DurationVar(&cfg.ResponderTimeout, "responder-timeout", broker.DefaultResponderTimeout, "deadline of each member's answer")
+	flag.DurationVar(&cfg.MaxQueryTimeout, "max-query-timeout", broker.DefaultMaxQueryTimeout, "cap on a query's overall deadline")
+	flag.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "Raft entries between snapshots")
+	flag.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 2*time.Minute, "how often to check the snapshot threshold")
+	flag.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "Raft entries kept after a snapshot")
+	flag.StringVar(&cfg.RaftLogLevel, "raft-log-level", "warn", "level of hashicorp/raft's own log")
+	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
+	logJSON := flag.Bool("log-json", false, "log JSON lines instead of text")
+	flag.Parse()
+
+	log, err := cli.NewLogger(os.Stderr, *logLevel, *logJSON)
+	if err != nil {
+		return err
+	}
+	if *svidDir == "" {
+		return fmt.Errorf("--svid-dir is required")
+	}
+	if cfg.Source, err = pki.LoadDir(*svidDir); err != nil {
+		return err
+	}
+	if cfg.GRPCListener, err = net.Listen("tcp", *listen); err != nil {
+		return err
+	}
+	if cfg.RaftListener, err = net.Listen("tcp", *raftListen); err != nil {
+		return err
+	}
+	cfg.Logger, cfg.RaftLog = log, os.Stderr
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	s, err := broker.New(cfg)
+	if err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve() }()
+	log.Info("broker running", "grpc", s.Addr(), "raft", s.Node().RaftAddr(), "data", cfg.DataDir)
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		log.Error("gRPC server stopped", "error", err)
+	}
+	// Stop order: finish running calls, hand leadership over, close the
+	// Raft transport and stores.
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return s.Stop(sctx)
+}
