@@ -51,6 +51,8 @@ type Options struct {
 	// FastRaft shortens Raft's timers, for tests.
 	FastRaft          bool
 	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
 	// Delay injects latency into participants' answers (by participant id).
 	Delay map[string]time.Duration
 
@@ -250,6 +252,8 @@ func (n *Network) StartBroker(i int) error {
 		ResponderTimeout:  n.opts.ResponderTimeout,
 		MaxQueryTimeout:   n.opts.MaxQueryTimeout,
 		SnapshotThreshold: n.opts.SnapshotThreshold,
+		SnapshotInterval:  n.opts.SnapshotInterval,
+		TrailingLogs:      n.opts.TrailingLogs,
 		Logger:            n.log,
 		RaftLog:           n.opts.RaftLog,
 	}
@@ -274,6 +278,20 @@ func (n *Network) StartBroker(i int) error {
 	b.served = make(chan error, 1)
 	go func() { b.served <- s.Serve() }()
 	return nil
+}
+
+// AddBroker creates one more broker and starts it; it joins the cluster
+// through the running brokers. It returns the new broker's index.
+func (n *Network) AddBroker() (int, error) {
+	i := len(n.Brokers)
+	id := "b" + strconv.Itoa(i+1)
+	dir := filepath.Join(n.opts.Dir, "brokers", id)
+	src, err := n.svid(filepath.Join(dir, "svid"), pki.RoleBroker, id)
+	if err != nil {
+		return 0, err
+	}
+	n.Brokers = append(n.Brokers, &BrokerNode{ID: id, Dir: dir, source: src, GRPCAddr: n.addr(i + 1), RaftAddr: n.addr(10 + i + 1)})
+	return i, n.StartBroker(i)
 }
 
 // KillBroker stops broker i abruptly, as a crash would.

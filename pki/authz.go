@@ -38,8 +38,9 @@ var DefaultPolicy = Policy{
 	qhinv1.Directory_GetParticipant_FullMethodName:       {RoleOperator},
 	qhinv1.Directory_ListParticipants_FullMethodName:     {RoleOperator},
 
-	qhinv1.Cluster_Join_FullMethodName:            {RoleOperator, RoleBroker},
-	qhinv1.Cluster_Remove_FullMethodName:          {RoleOperator},
+	qhinv1.Cluster_Join_FullMethodName: {RoleOperator, RoleBroker},
+	// Brokers forward an operator's removal to the leader.
+	qhinv1.Cluster_Remove_FullMethodName:          {RoleOperator, RoleBroker},
 	qhinv1.Cluster_Status_FullMethodName:          {RoleOperator, RoleBroker},
 	qhinv1.Cluster_NodeStatus_FullMethodName:      {RoleOperator, RoleBroker},
 	qhinv1.Cluster_Brokers_FullMethodName:         everyone,

@@ -238,7 +238,7 @@ var wantCallers = map[string][]Role{
 	"/qhin.v1.Directory/ListParticipants":     {RoleOperator},
 
 	"/qhin.v1.Cluster/Join":            {RoleBroker, RoleOperator},
-	"/qhin.v1.Cluster/Remove":          {RoleOperator},
+	"/qhin.v1.Cluster/Remove":          {RoleOperator, RoleBroker},
 	"/qhin.v1.Cluster/Status":          {RoleBroker, RoleOperator},
 	"/qhin.v1.Cluster/NodeStatus":      {RoleBroker, RoleOperator},
 	"/qhin.v1.Cluster/Brokers":         {RoleBroker, RoleParticipant, RoleOperator},

@@ -55,3 +55,13 @@ func (n *Node) RestoreSnapshot(ctx context.Context, r io.Reader) (uint64, error)
 	n.log.Info("restored the cluster state from a snapshot", "bytes", size, "index", n.raft.LastIndex())
 	return n.raft.LastIndex(), nil
 }
+
+// Snapshot takes a Raft snapshot now and compacts the log behind it, as the
+// snapshot threshold would.
+func (n *Node) Snapshot() error {
+	return raftError(n.raft.Snapshot().Error())
+}
+
+// LastSnapshotIndex is the index of this node's latest snapshot: taken, or
+// installed from the leader.
+func (n *Node) LastSnapshotIndex() uint64 { return n.Stats()["last_snapshot_index"] }
