@@ -6,8 +6,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/openqhin/openqhin/participant/fhir"
 	"github.com/openqhin/openqhin/participant"
+	"github.com/openqhin/openqhin/participant/fhir"
 	"github.com/openqhin/openqhin/participant/synth"
 )
 
