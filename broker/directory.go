@@ -18,6 +18,10 @@ import (
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
+// propagateTimeout bounds how long a directory write waits for every live
+// broker to apply it.
+const propagateTimeout = 2 * time.Second
+
 type directory struct {
 	qhinv1.UnimplementedDirectoryServer
 	s *Server
@@ -88,9 +92,14 @@ func (d *directory) apply(ctx context.Context, t qhinv1.CommandType, reqID strin
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	v, err := d.s.node.Apply(ctx, cmd)
+	v, index, err := d.s.node.Apply(ctx, cmd)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	// Directory changes decide who may query: answer once every live
+	// broker enforces them.
+	if lagging := d.s.node.Propagate(ctx, index, propagateTimeout); len(lagging) > 0 {
+		d.s.log.Warn("directory change not yet applied everywhere", "index", index, "lagging", lagging)
 	}
 	p, ok := v.(*qhinv1.Participant)
 	if !ok {

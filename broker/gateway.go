@@ -35,6 +35,9 @@ type gateway struct {
 // initiator checks that the caller is a participant in good standing that
 // may initiate the purpose, and returns its directory entry.
 func (g *gateway) initiator(ctx context.Context, purposeCode string) (*qhinv1.Participant, error) {
+	if g.s.node.Stale() {
+		return nil, status.Error(codes.Unavailable, "this broker has lost contact with the cluster; try another")
+	}
 	id, ok := pki.IdentityFromContext(ctx)
 	if !ok || id.Role != pki.RoleParticipant {
 		return nil, status.Error(codes.PermissionDenied, "only participants may query")

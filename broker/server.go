@@ -57,6 +57,9 @@ type Config struct {
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
+	// MaxStale bounds how long a follower answers queries without hearing
+	// from a leader; cluster.DefaultMaxStale when zero.
+	MaxStale time.Duration
 
 	Logger       *slog.Logger
 	RaftLog      io.Writer
@@ -131,6 +134,7 @@ func New(cfg Config) (*Server, error) {
 		HeartbeatTimeout:   cfg.HeartbeatTimeout,
 		ElectionTimeout:    cfg.ElectionTimeout,
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
+		MaxStale:           cfg.MaxStale,
 		Logger:             log,
 		RaftLog:            cfg.RaftLog,
 		RaftLogLevel:       cfg.RaftLogLevel,

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openqhin/openqhin/broker/client"
 	"github.com/openqhin/openqhin/broker/fsm"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
@@ -65,7 +66,10 @@ func TestCluster_LeaderKilledUnderLoad(t *testing.T) {
 		failedQ atomic.Int64
 		stop    = make(chan struct{})
 		wg      sync.WaitGroup
+		errs    = make(chan error, 100)
 	)
+	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer halt()
 	wg.Add(2)
 	go func() { // writer
 		defer wg.Done()
@@ -106,7 +110,10 @@ func TestCluster_LeaderKilledUnderLoad(t *testing.T) {
 			queries.Add(1)
 			if err != nil {
 				failedQ.Add(1)
-				t.Logf("query failed: %v", err)
+				select {
+				case errs <- err:
+				default:
+				}
 			}
 		}
 	}()
@@ -121,8 +128,11 @@ func TestCluster_LeaderKilledUnderLoad(t *testing.T) {
 		before := len(acked)
 		return before >= 40
 	})
-	close(stop)
-	wg.Wait()
+	halt()
+	close(errs)
+	for err := range errs {
+		t.Logf("query failed: %v", err)
+	}
 	t.Logf("killed leader b%d, new leader b%d; %d writes acknowledged, %d failed; %d queries, %d failed",
 		old+1, newLeader+1, len(acked), failedW.Load(), queries.Load(), failedQ.Load())
 	if failedQ.Load() > 0 {
@@ -176,7 +186,7 @@ func registerBatch(t *testing.T, n *Network, prefix string, count, size int) {
 			t.Fatal(err)
 		}
 		leader := n.Brokers[waitLeader(t, n, -1)].Server.Node()
-		if _, err := leader.Apply(ctx, b); err != nil {
+		if _, _, err := leader.Apply(ctx, b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -361,4 +371,39 @@ func mustIssue(t *testing.T, n *Network, role pki.Role, name string) pki.Source 
 		t.Fatal(err)
 	}
 	return src
+}
+
+// TestCluster_SuspensionHoldsOnEveryBrokerWhenAcknowledged suspends a member
+// and then, straight away, has it query each broker on its own: every one
+// refuses, because a directory write is acknowledged only once every live
+// broker applies it.
+func TestCluster_SuspensionHoldsOnEveryBrokerWhenAcknowledged(t *testing.T) {
+	n, _ := startNetwork(t, Options{Brokers: 3, Participants: 2})
+	op := dial(t, n, n.Operator())
+	for round := 0; round < 3; round++ {
+		ctx := callCtx(t)
+		if _, err := op.Directory().SetParticipantStatus(ctx, &qhinv1.SetParticipantStatusRequest{
+			ParticipantId: "p2", Status: qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range n.Brokers {
+			c, err := client.Dial([]string{b.GRPCAddr}, n.ParticipantSource(1), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Gateway().DiscoverPatients(ctx, &qhinv1.DiscoverPatientsRequest{
+				PurposeOfUse: "T-TRTMNT", Requester: requester(), Demographics: maria,
+			})
+			c.Close()
+			if status.Code(err) != codes.PermissionDenied {
+				t.Fatalf("round %d: suspended p2 queried %s: %v, want PermissionDenied", round, b.ID, err)
+			}
+		}
+		if _, err := op.Directory().SetParticipantStatus(ctx, &qhinv1.SetParticipantStatusRequest{
+			ParticipantId: "p2", Status: qhinv1.ParticipantStatus_PARTICIPANT_STATUS_ACTIVE,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

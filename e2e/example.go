@@ -9,21 +9,33 @@ import (
 
 var errFound = errors.New("found")
 
-// ExamplePerson returns the demographics of a patient of the first
-// participant whom the second participant also holds, so that a discovery
-// query for them shows a merged person; failing that, any patient of the
-// first participant. It returns nil when the first participant holds nobody.
+// ExamplePerson returns the demographics of a patient whom a query by the
+// first participant finds at two other members, so that the answer shows a
+// merged person: a patient of the second participant whom the third also
+// holds. Failing that, any patient of the second participant (or of the
+// first, in a network of one). It returns nil when there is nobody.
 func (n *Network) ExamplePerson() *qhinv1.Demographics {
-	if len(n.Participants) == 0 || n.Participants[0].Server == nil {
+	var holder, other *ParticipantNode
+	switch {
+	case len(n.Participants) >= 3:
+		holder, other = n.Participants[1], n.Participants[2]
+	case len(n.Participants) == 2:
+		holder = n.Participants[1]
+	case len(n.Participants) == 1:
+		holder = n.Participants[0]
+	default:
+		return nil
+	}
+	if holder.Server == nil {
 		return nil
 	}
 	var first, shared *qhinv1.Demographics
 	seen := 0
-	n.Participants[0].Server.Store().ForEachPatient(func(p store.Patient) error {
+	holder.Server.Store().ForEachPatient(func(p store.Patient) error {
 		if first == nil {
 			first = p.Demographics
 		}
-		if len(n.Participants) > 1 && n.Participants[1].Server != nil && len(n.Participants[1].Server.Search(p.Demographics)) > 0 {
+		if other != nil && other.Server != nil && len(other.Server.Search(p.Demographics)) > 0 {
 			shared = p.Demographics
 			return errFound
 		}

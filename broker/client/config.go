@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	"go.yaml.in/yaml/v3"
@@ -108,9 +109,14 @@ func (c *Config) ParticipantSource(id string) (*pki.DirSource, error) {
 	}
 	p, ok := c.Participants[id]
 	if !ok || p.SVIDDir == "" {
-		known := make([]string, 0, len(c.Participants))
+		known := make([]string, 0, len(c.Participants)+1)
+		if c.Participant != nil && c.Participant.ID != "" {
+			known = append(known, c.Participant.ID)
+		}
 		for k := range c.Participants {
-			known = append(known, k)
+			if !slices.Contains(known, k) {
+				known = append(known, k)
+			}
 		}
 		sort.Strings(known)
 		return nil, fmt.Errorf("config has no identity for participant %s (known: %v)", id, known)

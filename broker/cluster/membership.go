@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -96,7 +97,7 @@ func (n *Node) announce(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, err := n.Apply(ctx, cmd); err != nil {
+		if _, _, err := n.Apply(ctx, cmd); err != nil {
 			return err
 		}
 	}
@@ -109,7 +110,7 @@ func (n *Node) announce(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if _, err := n.Apply(ctx, cmd); err != nil {
+			if _, _, err := n.Apply(ctx, cmd); err != nil {
 				return err
 			}
 		}
@@ -209,7 +210,7 @@ func (n *Node) putBroker(ctx context.Context, req *qhinv1.JoinRequest) error {
 	if err != nil {
 		return err
 	}
-	_, err = n.Apply(ctx, cmd)
+	_, _, err = n.Apply(ctx, cmd)
 	return err
 }
 
@@ -269,7 +270,7 @@ func (n *Node) RemoveLocal(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	_, err = n.Apply(ctx, cmd)
+	_, _, err = n.Apply(ctx, cmd)
 	return err
 }
 
@@ -439,4 +440,67 @@ func (n *Node) Stats() map[string]uint64 {
 		}
 	}
 	return out
+}
+
+// Propagate waits, for at most d, until every member of the configuration
+// that answers has applied index, and returns the members that had not
+// (unreachable ones included, without waiting for them). A write that changes
+// who may do what (a suspension, say) is in force on every live broker once
+// Propagate returns.
+func (n *Node) Propagate(ctx context.Context, index uint64, d time.Duration) []string {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	members, err := n.membership()
+	if err != nil {
+		return []string{"configuration unreadable: " + err.Error()}
+	}
+	var (
+		mu      sync.Mutex
+		lagging []string
+		wg      sync.WaitGroup
+	)
+	for id := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if !n.memberApplied(ctx, id, index) {
+				mu.Lock()
+				lagging = append(lagging, id)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	slices.Sort(lagging)
+	return lagging
+}
+
+func (n *Node) memberApplied(ctx context.Context, id string, index uint64) bool {
+	if id == n.cfg.NodeID {
+		return n.waitApplied(ctx, index) == nil
+	}
+	addr := n.brokerAddr(id)
+	if addr == "" {
+		return false
+	}
+	c, err := n.peers.client(addr)
+	if err != nil {
+		return false
+	}
+	for {
+		resp, err := c.NodeStatus(ctx, &qhinv1.NodeStatusRequest{})
+		if err != nil {
+			// Down or unreachable: it serves nothing until it is back, and
+			// then it applies the log before it calls itself ready.
+			return false
+		}
+		if resp.Member.AppliedIndex >= index {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }

@@ -41,7 +41,11 @@ const (
 	DefaultSnapshotInterval  = 2 * time.Minute
 	DefaultTrailingLogs      = 10240
 	defaultApplyTimeout      = 10 * time.Second
-	joinTimeout              = 2 * time.Minute
+	// DefaultMaxStale bounds how long a follower keeps serving from its
+	// own state without hearing from a leader. It outlasts an election, so
+	// queries go on through a failover, but not a partition.
+	DefaultMaxStale = 10 * time.Second
+	joinTimeout     = 2 * time.Minute
 )
 
 // Config describes one broker's Raft node.
@@ -74,6 +78,8 @@ type Config struct {
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
+	// MaxStale: DefaultMaxStale when zero.
+	MaxStale time.Duration
 
 	Logger *slog.Logger
 	// RaftLog receives hashicorp/raft's own log at RaftLogLevel (default
@@ -116,6 +122,9 @@ func Open(cfg Config) (*Node, error) {
 		log = slog.Default()
 	}
 	log = log.With("node", cfg.NodeID)
+	if cfg.MaxStale <= 0 {
+		cfg.MaxStale = DefaultMaxStale
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -264,54 +273,66 @@ func (n *Node) brokerAddr(id string) string {
 	return ""
 }
 
-// Ready reports whether the node can serve: it knows a leader and its own
-// broker record has reached its state.
+// Ready reports whether the node can serve: its own broker record has
+// reached its state (it has joined and caught up that far) and its state is
+// not stale.
 func (n *Node) Ready() bool {
-	if id, _ := n.Leader(); id == "" {
+	return !n.Stale() && n.brokerAddr(n.cfg.NodeID) == n.cfg.GRPCAddr
+}
+
+// Stale reports whether this node's state may be too old to serve: it is a
+// follower or candidate that has not heard from a leader for longer than
+// MaxStale. A leader is never stale; it steps down when it loses its quorum.
+func (n *Node) Stale() bool {
+	switch n.raft.State() {
+	case raft.Leader:
 		return false
+	case raft.Follower, raft.Candidate:
+		lc := n.raft.LastContact()
+		return lc.IsZero() || time.Since(lc) > n.cfg.MaxStale
 	}
-	return n.brokerAddr(n.cfg.NodeID) == n.cfg.GRPCAddr
+	return true
 }
 
 // LeaderCh reports leadership changes of this node, as raft.LeaderCh does.
 func (n *Node) LeaderCh() <-chan bool { return n.raft.LeaderCh() }
 
-// Apply commits cmd and returns its result value once the leader has
-// applied it. A refused command returns the fsm error that refused it (or,
-// when forwarded, the gRPC status the leader mapped it to). While there is no
-// leader, Apply holds the write and retries with jitter until ctx ends.
-func (n *Node) Apply(ctx context.Context, cmd *qhinv1.Command) (proto.Message, error) {
+// Apply commits cmd and returns its result value and log index once the
+// leader has applied it. A refused command returns the fsm error that refused
+// it (or, when forwarded, the gRPC status the leader mapped it to). While
+// there is no leader, Apply holds the write and retries with jitter until ctx
+// ends.
+func (n *Node) Apply(ctx context.Context, cmd *qhinv1.Command) (proto.Message, uint64, error) {
 	data, err := fsm.Encode(cmd)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for attempt := 0; ; attempt++ {
-		v, err := n.applyOnce(ctx, cmd.Type, data)
+		v, index, err := n.applyOnce(ctx, cmd.Type, data)
 		if err == nil || !retryable(err) {
-			return v, err
+			return v, index, err
 		}
 		if werr := sleepJitter(ctx, attempt, n.stop); werr != nil {
-			return nil, fmt.Errorf("%w (last attempt: %v)", werr, err)
+			return nil, 0, fmt.Errorf("%w (last attempt: %v)", werr, err)
 		}
 	}
 }
 
-func (n *Node) applyOnce(ctx context.Context, t qhinv1.CommandType, data []byte) (proto.Message, error) {
+func (n *Node) applyOnce(ctx context.Context, t qhinv1.CommandType, data []byte) (proto.Message, uint64, error) {
 	if n.IsLeader() {
-		v, _, err := n.ApplyLocal(ctx, data)
-		return v, err
+		return n.ApplyLocal(ctx, data)
 	}
 	id, addr := n.Leader()
 	if id == "" || addr == "" {
-		return nil, ErrNoLeader
+		return nil, 0, ErrNoLeader
 	}
 	c, err := n.peers.client(addr)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	resp, err := c.Apply(ctx, &qhinv1.ApplyRequest{Command: data})
 	if err != nil {
-		return nil, forwardError(id, err)
+		return nil, 0, forwardError(id, err)
 	}
 	// Let a read on this node that follows the write see it.
 	waitCtx, cancel := context.WithTimeout(ctx, time.Second)
@@ -319,12 +340,12 @@ func (n *Node) applyOnce(ctx context.Context, t qhinv1.CommandType, data []byte)
 	cancel()
 	v := fsm.ResultType(t)
 	if v == nil {
-		return nil, nil
+		return nil, resp.Index, nil
 	}
 	if err := proto.Unmarshal(resp.Result, v); err != nil {
-		return nil, fmt.Errorf("decode result from leader: %w", err)
+		return nil, resp.Index, fmt.Errorf("decode result from leader: %w", err)
 	}
-	return v, nil
+	return v, resp.Index, nil
 }
 
 // ApplyLocal applies an encoded command on this node, which must be the

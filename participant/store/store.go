@@ -176,7 +176,11 @@ func (s *Store) PutDocument(ctx context.Context, meta *qhinv1.DocumentMetadata, 
 	if patientID == "" {
 		return nil, fmt.Errorf("put document %s: no patient", meta.GetId())
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	m := proto.Clone(meta).(*qhinv1.DocumentMetadata)
+	m.Size = 0 // counted from the content below, not taken from the caller
 	id := []byte(m.Id)
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketPatients).Get([]byte(patientID)) == nil {
@@ -229,6 +233,9 @@ func (s *Store) PutDocument(ctx context.Context, meta *qhinv1.DocumentMetadata, 
 		if err != nil {
 			return nil, fmt.Errorf("put document %s: %w", m.Id, err)
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	m.Sha256 = hex.EncodeToString(h.Sum(nil))
 	enc, err := proto.Marshal(m)
