@@ -1,0 +1,242 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/openqhin/openqhin/participant/synth"
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
+)
+
+// TestProcesses_ReadmeWalkthrough builds the three commands and runs the
+// README's "Run separate processes" and "Back up and restore" sections with
+// them: a CA and SVIDs from qhinctl pki, records from qhinctl import, three
+// qhin-broker processes in a Raft cluster, two qhin-participant processes,
+// directory registration, a query through qhinctl and through the member's
+// EHR relay, then a snapshot restored into a new cluster.
+func TestProcesses_ReadmeWalkthrough(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the commands")
+	}
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/qhinctl", "./cmd/qhin-broker", "./cmd/qhin-participant")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(bin, "qhinctl"), args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "QHIN_CONFIG="+filepath.Join(dir, "qhinctl.yaml"))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("qhinctl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// runUntil retries a command while the cluster is still forming.
+	runUntil := func(args ...string) string {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			cmd := exec.Command(filepath.Join(bin, "qhinctl"), args...)
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "QHIN_CONFIG="+filepath.Join(dir, "qhinctl.yaml"))
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				return string(out)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("qhinctl %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	var procs []*exec.Cmd
+	start := func(name string, args ...string) *exec.Cmd {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(bin, name), args...)
+		cmd.Dir = dir
+		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, len(procs))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, cmd)
+		return cmd
+	}
+	stop := func(cmd *exec.Cmd) {
+		t.Helper()
+		if cmd.ProcessState != nil {
+			return
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s did not stop cleanly: %v", filepath.Base(cmd.Path), err)
+			}
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Errorf("%s did not stop within 20s of SIGTERM", filepath.Base(cmd.Path))
+		}
+	}
+	t.Cleanup(func() {
+		for _, p := range procs {
+			if p.ProcessState == nil {
+				p.Process.Kill()
+				p.Wait()
+			}
+		}
+	})
+	port := freePorts(t, 10)
+
+	run("pki", "init", "--trust-domain", "qhin.example.org", "--out", "ca")
+	for _, id := range []string{"broker/b1", "broker/b2", "broker/b3", "participant/p1", "participant/p2", "operator/alice"} {
+		run("pki", "issue", "--ca", "ca", "--id", "spiffe://qhin.example.org/"+id, "--out", id[strings.Index(id, "/")+1:])
+	}
+	const persons = 200
+	for _, p := range []string{"p1", "p2"} {
+		run("import", "synthetic", "--data-dir", p+"-data", "--participant", p, "--members", "p1,p2", "--patients", fmt.Sprint(persons))
+	}
+
+	brokers := []string{port[0], port[1], port[2]}
+	start("qhin-broker", "--svid-dir", "b1", "--data-dir", "b1-data", "--listen", brokers[0], "--raft-listen", port[3], "--bootstrap")
+	start("qhin-broker", "--svid-dir", "b2", "--data-dir", "b2-data", "--listen", brokers[1], "--raft-listen", port[4], "--join", brokers[0])
+	start("qhin-broker", "--svid-dir", "b3", "--data-dir", "b3-data", "--listen", brokers[2], "--raft-listen", port[5], "--join", brokers[0])
+	start("qhin-participant", "--svid-dir", "p1", "--data-dir", "p1-data", "--listen", port[6],
+		"--broker", strings.Join(brokers, ","), "--api-listen", port[8])
+	start("qhin-participant", "--svid-dir", "p2", "--data-dir", "p2-data", "--listen", port[7])
+
+	cfg := fmt.Sprintf("brokers: [%s]\noperator: {svid_dir: alice}\nparticipant: {id: p1, svid_dir: p1}\n", strings.Join(brokers, ", "))
+	if err := os.WriteFile(filepath.Join(dir, "qhinctl.yaml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runUntil("directory", "register", "p1", "--organization", "Riverside General", "--endpoint", port[6])
+	runUntil("directory", "register", "p2", "--organization", "Lakeview Clinic", "--endpoint", port[7])
+
+	var st qhinv1.StatusResponse
+	waitFor(t, 30*time.Second, "three members in cluster status", func() bool {
+		if err := protoUnmarshalJSON(run("cluster", "status", "-o", "json"), &st); err != nil {
+			return false
+		}
+		return len(st.Members) == 3 && st.LeaderId != ""
+	})
+
+	// A person of the population registered at both members: a query as p1
+	// finds p2's record.
+	shared := sharedPerson(t, persons)
+	var found qhinv1.DiscoverPatientsResponse
+	out := run("query", "patients", "--given", shared.Given, "--family", shared.Family, "--birth-date", shared.BirthDate,
+		"--gender", shared.Gender, "--purpose", "T-TREAT", "-o", "json")
+	if err := protoUnmarshalJSON(out, &found); err != nil {
+		t.Fatalf("query output: %v\n%s", err, out)
+	}
+	if len(found.Persons) == 0 || found.Persons[0].Links[0].ParticipantId != "p2" {
+		t.Fatalf("query as p1 did not find p2's record: %s", out)
+	}
+
+	// The same query through p1's EHR relay on loopback.
+	conn, err := grpc.NewClient(port[8], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	viaRelay, err := qhinv1.NewGatewayClient(conn).DiscoverPatients(ctx, &qhinv1.DiscoverPatientsRequest{
+		PurposeOfUse: "T-TREAT", Requester: requester(), Demographics: shared,
+	})
+	if err != nil {
+		t.Fatalf("query through the EHR relay: %v", err)
+	}
+	if len(viaRelay.Persons) == 0 || viaRelay.Persons[0].Links[0].PatientId != found.Persons[0].Links[0].PatientId {
+		t.Errorf("relay answer %v differs from qhinctl's %v", viaRelay.Persons, found.Persons)
+	}
+
+	// Back up, lose the cluster, restore into a new one.
+	run("cluster", "snapshot", "save", "backup.qsnap")
+	for _, p := range procs {
+		stop(p)
+	}
+	nb1 := start("qhin-broker", "--svid-dir", "b1", "--data-dir", "new-b1", "--listen", brokers[0], "--raft-listen", port[3], "--bootstrap")
+	runUntil("cluster", "status")
+	runUntil("cluster", "snapshot", "restore", "backup.qsnap")
+	var list qhinv1.ListParticipantsResponse
+	if err := protoUnmarshalJSON(runUntil("directory", "list", "--consistent", "-o", "json"), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Participants) != 2 {
+		t.Errorf("restored directory holds %d participants, want 2", len(list.Participants))
+	}
+	stop(nb1)
+}
+
+// freePorts reserves n loopback addresses. They are released before use, so
+// another process could take one in between; on a test machine that is rare.
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	var ls []net.Listener
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return out
+}
+
+// sharedPerson regenerates the population qhinctl import synthetic loaded
+// and returns p1's record of a person registered at p1 and p2.
+func sharedPerson(t *testing.T, persons int) *qhinv1.Demographics {
+	t.Helper()
+	var first *synth.Registration
+	var shared *qhinv1.Demographics
+	errStop := fmt.Errorf("stop")
+	err := synth.Generate(synth.Options{Seed: 1, Persons: persons, Participants: []string{"p1", "p2"}}, func(r synth.Registration) error {
+		if first == nil || first.PersonID != r.PersonID {
+			first = &r
+			return nil
+		}
+		if first.ParticipantID == "p1" && r.ParticipantID == "p2" && r.Variations == 0 {
+			shared = first.Demographics
+			return errStop
+		}
+		return nil
+	})
+	if shared == nil {
+		t.Fatalf("no person registered identically at p1 and p2 (%v)", err)
+	}
+	return shared
+}
+
+func protoUnmarshalJSON(s string, m proto.Message) error {
+	return protojson.Unmarshal([]byte(strings.TrimSpace(s)), m)
+}
