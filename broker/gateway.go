@@ -93,7 +93,8 @@ func newQueryID() string {
 
 // DiscoverPatients asks every member that may hold records for the person
 // and merges their candidates.
-func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPatientsRequest) (*qhinv1.DiscoverPatientsResponse, error) {
+func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPatientsRequest) (_ *qhinv1.DiscoverPatientsResponse, err error) {
+	defer func(start time.Time) { g.s.metrics.query("discover", req.PurposeOfUse, start, err) }(time.Now())
 	if err := validateCommon(req.PurposeOfUse, req.Requester); err != nil {
 		return nil, err
 	}
@@ -136,13 +137,15 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 	}
 	resp.Responders = append(resp.Responders, skipped...)
 	resp.Persons = fanout.MergePersons(found)
+	g.s.metrics.fanout(len(ask), resp.Responders)
 	g.s.logQuery(ctx, "discover", qc, start, resp.Responders, "persons", len(resp.Persons))
 	return resp, nil
 }
 
 // QueryDocuments asks the members that hold the linked patients for their
 // documents.
-func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocumentsRequest) (*qhinv1.QueryDocumentsResponse, error) {
+func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocumentsRequest) (_ *qhinv1.QueryDocumentsResponse, err error) {
+	defer func(start time.Time) { g.s.metrics.query("documents", req.PurposeOfUse, start, err) }(time.Now())
 	if err := validateCommon(req.PurposeOfUse, req.Requester); err != nil {
 		return nil, err
 	}
@@ -209,6 +212,7 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 	}
 	resp.Responders = append(resp.Responders, skipped...)
 	resp.Documents = fanout.MergeDocuments(lists...)
+	g.s.metrics.fanout(len(ask), resp.Responders)
 	g.s.logQuery(ctx, "documents", qc, start, resp.Responders, "documents", len(resp.Documents))
 	return resp, nil
 }
@@ -217,7 +221,8 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 // chunk at a time, checking its size and SHA-256 on the way through. The
 // header must arrive within the responder timeout, and so must each chunk
 // after it: a stalled member ends the stream, a slow but steady one does not.
-func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc.ServerStreamingServer[qhinv1.RetrieveDocumentResponse]) error {
+func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc.ServerStreamingServer[qhinv1.RetrieveDocumentResponse]) (err error) {
+	defer func(start time.Time) { g.s.metrics.query("retrieve", req.PurposeOfUse, start, err) }(time.Now())
 	ctx := out.Context()
 	if err := validateCommon(req.PurposeOfUse, req.Requester); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
+	"github.com/openqhin/openqhin/broker/telemetry"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -52,7 +53,7 @@ func (r *responders) client(p *qhinv1.Participant) (qhinv1.ResponderClient, erro
 	if err != nil {
 		return nil, fmt.Errorf("participant %s: spiffe id: %w", p.Id, err)
 	}
-	conn, err := grpc.NewClient(p.Endpoint,
+	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(pki.ClientCredentials(r.src, pki.AuthorizeID(id))),
 		// A member that restarts is asked again within seconds, not after
 		// gRPC's default two-minute backoff.
@@ -60,8 +61,9 @@ func (r *responders) client(p *qhinv1.Participant) (qhinv1.ResponderClient, erro
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 			MinConnectTimeout: 2 * time.Second,
 		}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)),
-	)
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
+	}, telemetry.DialOptions()...)
+	conn, err := grpc.NewClient(p.Endpoint, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("participant %s: dial: %w", p.Id, err)
 	}

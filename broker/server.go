@@ -11,12 +11,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/openqhin/openqhin/broker/cluster"
+	"github.com/openqhin/openqhin/broker/telemetry"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -61,6 +63,9 @@ type Config struct {
 	// from a leader; cluster.DefaultMaxStale when zero.
 	MaxStale time.Duration
 
+	// MetricsListener, when set, serves Prometheus metrics at /metrics.
+	MetricsListener net.Listener
+
 	Logger       *slog.Logger
 	RaftLog      io.Writer
 	RaftLogLevel string
@@ -75,6 +80,8 @@ type Server struct {
 	grpc       *grpc.Server
 	health     *health.Server
 	responders *responders
+	telemetry  *telemetry.Metrics
+	metrics    *metrics
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -153,13 +160,19 @@ func New(cfg Config) (*Server, error) {
 		responders: newResponders(cfg.Source),
 		stop:       make(chan struct{}),
 	}
-	opts, err := pki.ServerConfig{Source: cfg.Source, Policy: pki.DefaultPolicy, Logger: log}.ServerOptions()
+	s.telemetry = telemetry.NewMetrics(cfg.Source)
+	s.metrics = newMetrics(s.telemetry.Registry, node)
+	opts, err := pki.ServerConfig{
+		Source: cfg.Source, Policy: pki.DefaultPolicy, Logger: log,
+		Unary:  []grpc.UnaryServerInterceptor{s.telemetry.UnaryInterceptor()},
+		Stream: []grpc.StreamServerInterceptor{s.telemetry.StreamInterceptor()},
+	}.ServerOptions()
 	if err != nil {
 		node.Close()
 		cfg.GRPCListener.Close()
 		return nil, fmt.Errorf("broker %s: %w", cfg.NodeID, err)
 	}
-	s.grpc = grpc.NewServer(opts...)
+	s.grpc = grpc.NewServer(append(opts, telemetry.ServerOptions()...)...)
 	qhinv1.RegisterGatewayServer(s.grpc, &gateway{s: s})
 	qhinv1.RegisterDirectoryServer(s.grpc, &directory{s: s})
 	qhinv1.RegisterClusterServer(s.grpc, &clusterService{s: s})
@@ -203,8 +216,18 @@ func (s *Server) watchReadiness() {
 	}
 }
 
-// Serve answers gRPC calls until Stop; it returns nil after a graceful stop.
+// Serve answers gRPC calls (and metrics, when configured) until Stop; it
+// returns nil after a graceful stop.
 func (s *Server) Serve() error {
+	if l := s.cfg.MetricsListener; l != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			if err := telemetry.Serve(ctx, l, s.telemetry.Registry); err != nil {
+				s.log.Error("metrics server stopped", "error", err)
+			}
+		}()
+	}
 	err := s.grpc.Serve(s.cfg.GRPCListener)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
@@ -217,6 +240,9 @@ func (s *Server) ID() string { return s.cfg.NodeID }
 
 // Addr returns the advertised gRPC address.
 func (s *Server) Addr() string { return s.cfg.GRPCAdvertise }
+
+// Metrics returns the broker's metrics registry.
+func (s *Server) Metrics() *prometheus.Registry { return s.telemetry.Registry }
 
 // Node returns the broker's Raft node.
 func (s *Server) Node() *cluster.Node { return s.node }

@@ -55,6 +55,10 @@ type Options struct {
 	TrailingLogs      uint64
 	// Delay injects latency into participants' answers (by participant id).
 	Delay map[string]time.Duration
+	// Metrics serves Prometheus metrics from every node: brokers on
+	// BasePort+30+i, participants on BasePort+40+j (free ports when BasePort
+	// is zero).
+	Metrics bool
 
 	Logger *slog.Logger
 	// RaftLog receives hashicorp/raft's log; nil discards it.
@@ -63,23 +67,25 @@ type Options struct {
 
 // BrokerNode is one broker of the network.
 type BrokerNode struct {
-	ID       string
-	Dir      string
-	GRPCAddr string
-	RaftAddr string
-	Server   *broker.Server
-	source   pki.Source
-	served   chan error
+	ID          string
+	Dir         string
+	GRPCAddr    string
+	RaftAddr    string
+	MetricsAddr string
+	Server      *broker.Server
+	source      pki.Source
+	served      chan error
 }
 
 // ParticipantNode is one participant of the network.
 type ParticipantNode struct {
-	ID     string
-	Dir    string
-	Addr   string
-	Server *participant.Server
-	source pki.Source
-	served chan error
+	ID          string
+	Dir         string
+	Addr        string
+	MetricsAddr string
+	Server      *participant.Server
+	source      pki.Source
+	served      chan error
 }
 
 // Network is a running network.
@@ -131,7 +137,7 @@ func Start(ctx context.Context, opts Options) (*Network, error) {
 		}
 		n.Brokers = append(n.Brokers, &BrokerNode{
 			ID: id, Dir: dir, source: src,
-			GRPCAddr: n.addr(i), RaftAddr: n.addr(10 + i),
+			GRPCAddr: n.addr(i), RaftAddr: n.addr(10 + i), MetricsAddr: n.addr(30 + i),
 		})
 	}
 	for j := 1; j <= opts.Participants; j++ {
@@ -141,7 +147,7 @@ func Start(ctx context.Context, opts Options) (*Network, error) {
 		if err != nil {
 			return nil, err
 		}
-		n.Participants = append(n.Participants, &ParticipantNode{ID: id, Dir: dir, source: src, Addr: n.addr(20 + j)})
+		n.Participants = append(n.Participants, &ParticipantNode{ID: id, Dir: dir, source: src, Addr: n.addr(20 + j), MetricsAddr: n.addr(40 + j)})
 	}
 
 	ok := false
@@ -200,15 +206,21 @@ func (n *Network) loadOrCreateCA() error {
 }
 
 // svid loads the SVID in dir, issuing a new one when it is missing or
-// expires within a day.
+// expires within a day. Nodes' SVIDs also name localhost and 127.0.0.1, so
+// that grpcurl with the CA certificate reaches them.
 func (n *Network) svid(dir string, role pki.Role, name string) (pki.Source, error) {
 	if src, err := pki.LoadDir(dir); err == nil {
 		svid, _ := src.GetX509SVID()
-		if time.Until(svid.Certificates[0].NotAfter) > 24*time.Hour && svid.ID.TrustDomain() == n.td {
+		if time.Until(svid.Certificates[0].NotAfter) > 24*time.Hour && svid.ID.TrustDomain() == n.td &&
+			(role == pki.RoleOperator || len(svid.Certificates[0].IPAddresses) > 0) {
 			return src, nil
 		}
 	}
-	svid, err := n.CA.IssueIdentity(role, name, pki.DefaultSVIDTTL)
+	var hosts []string
+	if role != pki.RoleOperator {
+		hosts = []string{"localhost", "127.0.0.1"}
+	}
+	svid, err := n.CA.IssueIdentity(role, name, pki.DefaultSVIDTTL, hosts...)
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +254,17 @@ func (n *Network) StartBroker(i int) error {
 		return fmt.Errorf("broker %s: listen raft: %w", b.ID, err)
 	}
 	b.GRPCAddr, b.RaftAddr = gl.Addr().String(), rl.Addr().String()
+	var ml net.Listener
+	if n.opts.Metrics {
+		if ml, err = net.Listen("tcp", b.MetricsAddr); err != nil {
+			gl.Close()
+			rl.Close()
+			return fmt.Errorf("broker %s: listen metrics: %w", b.ID, err)
+		}
+		b.MetricsAddr = ml.Addr().String()
+	}
 	cfg := broker.Config{
+		MetricsListener:   ml,
 		NodeID:            b.ID,
 		GRPCListener:      gl,
 		RaftListener:      rl,
@@ -290,7 +312,7 @@ func (n *Network) AddBroker() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n.Brokers = append(n.Brokers, &BrokerNode{ID: id, Dir: dir, source: src, GRPCAddr: n.addr(i + 1), RaftAddr: n.addr(10 + i + 1)})
+	n.Brokers = append(n.Brokers, &BrokerNode{ID: id, Dir: dir, source: src, GRPCAddr: n.addr(i + 1), RaftAddr: n.addr(10 + i + 1), MetricsAddr: n.addr(30 + i + 1)})
 	return i, n.StartBroker(i)
 }
 
@@ -326,12 +348,21 @@ func (n *Network) StartParticipant(j int) error {
 		return fmt.Errorf("participant %s: listen: %w", p.ID, err)
 	}
 	p.Addr = l.Addr().String()
+	var ml net.Listener
+	if n.opts.Metrics {
+		if ml, err = net.Listen("tcp", p.MetricsAddr); err != nil {
+			l.Close()
+			return fmt.Errorf("participant %s: listen metrics: %w", p.ID, err)
+		}
+		p.MetricsAddr = ml.Addr().String()
+	}
 	s, err := participant.New(participant.Config{
-		Listener: l,
-		DataDir:  filepath.Join(p.Dir, "data"),
-		Source:   p.source,
-		Delay:    n.opts.Delay[p.ID],
-		Logger:   n.log,
+		MetricsListener: ml,
+		Listener:        l,
+		DataDir:         filepath.Join(p.Dir, "data"),
+		Source:          p.source,
+		Delay:           n.opts.Delay[p.ID],
+		Logger:          n.log,
 	})
 	if err != nil {
 		l.Close()

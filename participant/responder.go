@@ -49,7 +49,8 @@ func checkContext(qc *qhinv1.QueryContext) error {
 	return nil
 }
 
-func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderDiscoverPatientsRequest) (*qhinv1.ResponderDiscoverPatientsResponse, error) {
+func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderDiscoverPatientsRequest) (_ *qhinv1.ResponderDiscoverPatientsResponse, err error) {
+	defer func(start time.Time) { r.s.metrics.answer("discover", req.GetContext().GetPurposeOfUse(), start, err) }(time.Now())
 	if err := checkContext(req.Context); err != nil {
 		return nil, err
 	}
@@ -71,12 +72,13 @@ func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderD
 		}
 		resp.Candidates = append(resp.Candidates, &qhinv1.Candidate{PatientId: m.ID, Demographics: d, Score: m.Score})
 	}
-	r.s.log.Info("discover", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
+	r.s.log.InfoContext(ctx, "discover", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
 		"purpose", req.Context.PurposeOfUse, "candidates", len(resp.Candidates))
 	return resp, nil
 }
 
-func (r *responder) QueryDocuments(ctx context.Context, req *qhinv1.ResponderQueryDocumentsRequest) (*qhinv1.ResponderQueryDocumentsResponse, error) {
+func (r *responder) QueryDocuments(ctx context.Context, req *qhinv1.ResponderQueryDocumentsRequest) (_ *qhinv1.ResponderQueryDocumentsResponse, err error) {
+	defer func(start time.Time) { r.s.metrics.answer("documents", req.GetContext().GetPurposeOfUse(), start, err) }(time.Now())
 	if err := checkContext(req.Context); err != nil {
 		return nil, err
 	}
@@ -97,12 +99,13 @@ func (r *responder) QueryDocuments(ctx context.Context, req *qhinv1.ResponderQue
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "list documents: %v", err)
 	}
-	r.s.log.Info("documents", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
+	r.s.log.InfoContext(ctx, "documents", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
 		"purpose", req.Context.PurposeOfUse, "documents", len(docs))
 	return &qhinv1.ResponderQueryDocumentsResponse{Documents: docs}, nil
 }
 
-func (r *responder) RetrieveDocument(req *qhinv1.ResponderRetrieveDocumentRequest, out grpc.ServerStreamingServer[qhinv1.RetrieveDocumentResponse]) error {
+func (r *responder) RetrieveDocument(req *qhinv1.ResponderRetrieveDocumentRequest, out grpc.ServerStreamingServer[qhinv1.RetrieveDocumentResponse]) (err error) {
+	defer func(start time.Time) { r.s.metrics.answer("retrieve", req.GetContext().GetPurposeOfUse(), start, err) }(time.Now())
 	ctx := out.Context()
 	if err := checkContext(req.Context); err != nil {
 		return err
@@ -114,7 +117,7 @@ func (r *responder) RetrieveDocument(req *qhinv1.ResponderRetrieveDocumentReques
 		return err
 	}
 	var size int64
-	err := r.s.store.StreamDocument(ctx, req.DocumentId,
+	err = r.s.store.StreamDocument(ctx, req.DocumentId,
 		func(m *qhinv1.DocumentMetadata) error {
 			size = m.Size
 			return out.Send(&qhinv1.RetrieveDocumentResponse{Part: &qhinv1.RetrieveDocumentResponse_Header{Header: m}})
@@ -134,7 +137,7 @@ func (r *responder) RetrieveDocument(req *qhinv1.ResponderRetrieveDocumentReques
 	case err != nil:
 		return status.Errorf(codes.Internal, "read document %s: %v", req.DocumentId, err)
 	}
-	r.s.log.Info("retrieve", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
+	r.s.log.InfoContext(ctx, "retrieve", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
 		"purpose", req.Context.PurposeOfUse, "document", req.DocumentId, "bytes", size)
 	return nil
 }

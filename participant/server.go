@@ -12,11 +12,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/openqhin/openqhin/broker/telemetry"
 	"github.com/openqhin/openqhin/participant/match"
 	"github.com/openqhin/openqhin/participant/store"
 	"github.com/openqhin/openqhin/pki"
@@ -39,20 +41,24 @@ type Config struct {
 	MaxCandidates  int
 	// Delay holds every answer back by this long: an injected latency for
 	// benchmarks and fault tests. Zero in production.
-	Delay  time.Duration
-	Logger *slog.Logger
+	Delay time.Duration
+	// MetricsListener, when set, serves Prometheus metrics at /metrics.
+	MetricsListener net.Listener
+	Logger          *slog.Logger
 }
 
 // Server is a participant node.
 type Server struct {
-	cfg    Config
-	id     pki.Identity
-	log    *slog.Logger
-	store  *store.Store
-	index  *match.Index
-	grpc   *grpc.Server
-	health *health.Server
-	once   sync.Once
+	cfg       Config
+	id        pki.Identity
+	log       *slog.Logger
+	store     *store.Store
+	index     *match.Index
+	grpc      *grpc.Server
+	health    *health.Server
+	telemetry *telemetry.Metrics
+	metrics   *metrics
+	once      sync.Once
 }
 
 // New opens the participant's store, loads its patients into the matcher and
@@ -101,15 +107,19 @@ func New(cfg Config) (*Server, error) {
 	// The Responder is for brokers only. The TLS handshake refuses
 	// participants outright (operators may connect for health checks), and
 	// the policy decides per method.
+	s.telemetry = telemetry.NewMetrics(cfg.Source)
+	s.metrics = newMetrics(s.telemetry.Registry, st)
 	opts, err := pki.ServerConfig{
 		Source: cfg.Source, Policy: pki.DefaultPolicy, Logger: log,
-		Roles: []pki.Role{pki.RoleBroker, pki.RoleOperator},
+		Roles:  []pki.Role{pki.RoleBroker, pki.RoleOperator},
+		Unary:  []grpc.UnaryServerInterceptor{s.telemetry.UnaryInterceptor()},
+		Stream: []grpc.StreamServerInterceptor{s.telemetry.StreamInterceptor()},
 	}.ServerOptions()
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("participant %s: %w", id.Name, err)
 	}
-	s.grpc = grpc.NewServer(opts...)
+	s.grpc = grpc.NewServer(append(opts, telemetry.ServerOptions()...)...)
 	qhinv1.RegisterResponderServer(s.grpc, &responder{s: s})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -124,11 +134,23 @@ func (s *Server) ID() string { return s.id.Name }
 // Addr returns the address the Responder listens on.
 func (s *Server) Addr() string { return s.cfg.Listener.Addr().String() }
 
+// Metrics returns the participant's metrics registry.
+func (s *Server) Metrics() *prometheus.Registry { return s.telemetry.Registry }
+
 // Store returns the participant's record store.
 func (s *Server) Store() *store.Store { return s.store }
 
-// Serve answers brokers until Stop.
+// Serve answers brokers (and metrics, when configured) until Stop.
 func (s *Server) Serve() error {
+	if l := s.cfg.MetricsListener; l != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			if err := telemetry.Serve(ctx, l, s.telemetry.Registry); err != nil {
+				s.log.Error("metrics server stopped", "error", err)
+			}
+		}()
+	}
 	err := s.grpc.Serve(s.cfg.Listener)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil

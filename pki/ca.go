@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -94,8 +95,10 @@ func (ca *CA) Bundle() *x509bundle.Bundle {
 }
 
 // Issue mints an X.509-SVID for id, valid for ttl (capped at the CA's own
-// expiry).
-func (ca *CA) Issue(id spiffeid.ID, ttl time.Duration) (*x509svid.SVID, error) {
+// expiry). Hosts (DNS names or IP addresses) become extra SANs, so that tools
+// that check host names, such as grpcurl, accept the node; SPIFFE peers
+// ignore them.
+func (ca *CA) Issue(id spiffeid.ID, ttl time.Duration, hosts ...string) (*x509svid.SVID, error) {
 	if !id.MemberOf(ca.td) {
 		return nil, fmt.Errorf("issue %s: not in trust domain %s", id, ca.td)
 	}
@@ -122,6 +125,13 @@ func (ca *CA) Issue(id spiffeid.ID, ttl time.Duration) (*x509svid.SVID, error) {
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if h != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
 	if err != nil {
 		return nil, fmt.Errorf("issue %s: create certificate: %w", id, err)
@@ -139,12 +149,12 @@ func (ca *CA) Issue(id spiffeid.ID, ttl time.Duration) (*x509svid.SVID, error) {
 }
 
 // IssueIdentity mints an SVID for a role and name of the CA's trust domain.
-func (ca *CA) IssueIdentity(role Role, name string, ttl time.Duration) (*x509svid.SVID, error) {
+func (ca *CA) IssueIdentity(role Role, name string, ttl time.Duration, hosts ...string) (*x509svid.SVID, error) {
 	id, err := NewIdentity(ca.td, role, name)
 	if err != nil {
 		return nil, err
 	}
-	return ca.Issue(id.ID, ttl)
+	return ca.Issue(id.ID, ttl, hosts...)
 }
 
 // Save writes the CA certificate, its key (mode 0600) and the bundle to dir.

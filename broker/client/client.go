@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
+	"github.com/openqhin/openqhin/broker/telemetry"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -71,12 +72,13 @@ func Dial(addrs []string, src pki.Source, log *slog.Logger) (*Conn, error) {
 	}
 	res := manual.NewBuilderWithScheme("qhin-brokers")
 	res.InitialState(state(addrs))
-	cc, err := grpc.NewClient(res.Scheme()+":///brokers",
+	opts := append([]grpc.DialOption{
 		grpc.WithResolvers(res),
 		grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.AuthorizeRoles(self.ID.TrustDomain(), pki.RoleBroker))),
 		grpc.WithDefaultServiceConfig(serviceConfig),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
-	)
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
+	}, telemetry.DialOptions()...)
+	cc, err := grpc.NewClient(res.Scheme()+":///brokers", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial brokers: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -98,6 +99,8 @@ type Node struct {
 	transport *raft.NetworkTransport
 	stream    *tlsStreamLayer
 	peers     *peers
+
+	leaderChanges atomic.Uint64
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -204,6 +207,23 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
+	obs := make(chan raft.Observation, 16)
+	n.raft.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	}))
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for {
+			select {
+			case <-obs:
+				n.leaderChanges.Add(1)
+			case <-n.stop:
+				return
+			}
+		}
+	}()
 	if !hasState && cfg.Bootstrap {
 		f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
 			ID: rc.LocalID, Address: n.transport.LocalAddr(), Suffrage: raft.Voter,
@@ -293,6 +313,9 @@ func (n *Node) Stale() bool {
 	}
 	return true
 }
+
+// LeaderChanges counts the leader changes this node has observed.
+func (n *Node) LeaderChanges() uint64 { return n.leaderChanges.Load() }
 
 // LeaderCh reports leadership changes of this node, as raft.LeaderCh does.
 func (n *Node) LeaderCh() <-chan bool { return n.raft.LeaderCh() }

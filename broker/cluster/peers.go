@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/openqhin/openqhin/broker/telemetry"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
@@ -32,7 +33,7 @@ func (p *peers) client(addr string) (qhinv1.ClusterClient, error) {
 	if c, ok := p.conns[addr]; ok {
 		return qhinv1.NewClusterClient(c), nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(p.creds))
+	c, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(p.creds)}, telemetry.DialOptions()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial broker %s: %w", addr, err)
 	}

@@ -42,6 +42,9 @@ func run() error {
 	flag.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "Raft entries kept after a snapshot")
 	flag.DurationVar(&cfg.MaxStale, "max-stale", 10*time.Second, "stop answering queries after this long without a leader")
 	flag.StringVar(&cfg.RaftLogLevel, "raft-log-level", "warn", "level of hashicorp/raft's own log")
+	metricsListen := flag.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	var tracing cli.Tracing
+	tracing.AddFlags(flag.CommandLine)
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	logJSON := flag.Bool("log-json", false, "log JSON lines instead of text")
 	flag.Parse()
@@ -65,6 +68,16 @@ func run() error {
 	cfg.Logger, cfg.RaftLog = log, os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	stopTracing, err := tracing.Start(ctx, "qhin-broker")
+	if err != nil {
+		return err
+	}
+	defer stopTracing(context.Background())
+	if *metricsListen != "" {
+		if cfg.MetricsListener, err = net.Listen("tcp", *metricsListen); err != nil {
+			return err
+		}
+	}
 
 	s, err := broker.New(cfg)
 	if err != nil {

@@ -36,6 +36,9 @@ func run() error {
 	brokers := flag.StringSlice("broker", nil, "broker gRPC address(es) for the member's own queries")
 	apiListen := flag.String("api-listen", "", "loopback address where the member's EHR sends Gateway queries (off when empty)")
 	flag.DurationVar(&cfg.Delay, "inject-latency", 0, "hold every answer back this long (benchmarks only)")
+	metricsListen := flag.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	var tracing cli.Tracing
+	tracing.AddFlags(flag.CommandLine)
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	logJSON := flag.Bool("log-json", false, "log JSON lines instead of text")
 	flag.Parse()
@@ -57,6 +60,16 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	stopTracing, err := tracing.Start(ctx, "qhin-participant")
+	if err != nil {
+		return err
+	}
+	defer stopTracing(context.Background())
+	if *metricsListen != "" {
+		if cfg.MetricsListener, err = net.Listen("tcp", *metricsListen); err != nil {
+			return err
+		}
+	}
 
 	s, err := participant.New(cfg)
 	if err != nil {

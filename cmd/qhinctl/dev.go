@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/openqhin/openqhin/broker/client"
+	"github.com/openqhin/openqhin/broker/telemetry"
 	"github.com/openqhin/openqhin/e2e"
 )
 
@@ -87,7 +88,8 @@ func runDev(ctx context.Context, stdout, stderr io.Writer, f devFlags) error {
 		Brokers:      f.brokers,
 		Participants: f.participants,
 		BasePort:     f.basePort,
-		Logger:       slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: level})),
+		Metrics:      true,
+		Logger:       slog.New(telemetry.LogHandler(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: level}))),
 		RaftLog:      logFile,
 	})
 	if err != nil {
@@ -153,18 +155,18 @@ func writeDevConfig(net *e2e.Network, f devFlags, path string) error {
 func printDev(w io.Writer, net *e2e.Network, counts []e2e.SeedCounts, f devFlags, cfgPath, logPath string) {
 	fmt.Fprintf(w, "\nOpenQHIN development network is up (trust domain spiffe://%s).\n\n", f.trustDomain)
 	t := &table{tw: newTabWriter(w)}
-	t.row("NODE", "ROLE", "GRPC", "RAFT", "RECORDS", "DATA")
+	t.row("NODE", "ROLE", "GRPC", "RAFT", "METRICS", "RECORDS", "DATA")
 	leader := net.Leader()
 	for i, b := range net.Brokers {
 		role := "broker"
 		if i == leader {
 			role = "broker (leader)"
 		}
-		t.row(b.ID, role, b.GRPCAddr, b.RaftAddr, "-", b.Dir)
+		t.row(b.ID, role, b.GRPCAddr, b.RaftAddr, b.MetricsAddr, "-", b.Dir)
 	}
 	for i, p := range net.Participants {
 		c := counts[i]
-		t.row(p.ID, "participant", p.Addr, "-", fmt.Sprintf("%d patients, %d documents", c.Patients, c.Documents), p.Dir)
+		t.row(p.ID, "participant", p.Addr, "-", p.MetricsAddr, fmt.Sprintf("%d patients, %d documents", c.Patients, c.Documents), p.Dir)
 	}
 	t.tw.Flush()
 	for _, c := range counts {

@@ -62,6 +62,7 @@ func newPKIIssueCmd() *cobra.Command {
 	var (
 		caDir, id, out string
 		ttl            time.Duration
+		hosts          []string
 	)
 	cmd := &cobra.Command{
 		Use:     "issue",
@@ -77,7 +78,7 @@ func newPKIIssueCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--id: %w", err)
 			}
-			svid, err := ca.Issue(ident.ID, ttl)
+			svid, err := ca.Issue(ident.ID, ttl, hosts...)
 			if err != nil {
 				return fmt.Errorf("--id: %w", err)
 			}
@@ -93,6 +94,7 @@ func newPKIIssueCmd() *cobra.Command {
 	cmd.Flags().StringVar(&id, "id", "", "SPIFFE ID: spiffe://TD/broker/ID, spiffe://TD/participant/ID or spiffe://TD/operator/NAME (required)")
 	cmd.Flags().StringVar(&out, "out", "", "directory to write the SVID to (required)")
 	cmd.Flags().DurationVar(&ttl, "ttl", pki.DefaultSVIDTTL, "SVID lifetime")
+	cmd.Flags().StringSliceVar(&hosts, "host", nil, "DNS names or IPs to add as SANs, for tools that check host names (grpcurl)")
 	cmd.MarkFlagRequired("ca")
 	cmd.MarkFlagRequired("id")
 	cmd.MarkFlagRequired("out")

@@ -15,13 +15,16 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/openqhin/openqhin/broker/client"
+	"github.com/openqhin/openqhin/cmd/internal/cli"
 )
 
 // globals are the flags every command takes.
 type globals struct {
-	config  string
-	output  string
-	timeout time.Duration
+	config      string
+	output      string
+	timeout     time.Duration
+	tracing     cli.Tracing
+	stopTracing func(context.Context) error
 }
 
 func newRoot() *cobra.Command {
@@ -35,9 +38,20 @@ func newRoot() *cobra.Command {
 			if g.output != "table" && g.output != "json" {
 				return fmt.Errorf("-o: must be table or json, not %q", g.output)
 			}
-			return nil
+			var err error
+			g.stopTracing, err = g.tracing.Start(cmd.Context(), "qhinctl")
+			return err
+		},
+		PersistentPostRunE: func(*cobra.Command, []string) error {
+			if g.stopTracing == nil {
+				return nil
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return g.stopTracing(ctx)
 		},
 	}
+	g.tracing.AddFlags(root.PersistentFlags())
 	root.PersistentFlags().StringVar(&g.config, "config", os.Getenv("QHIN_CONFIG"), "client configuration file (default $QHIN_CONFIG)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "deadline of each call to the network")

@@ -1,22 +1,47 @@
-// Package cli holds what the OpenQHIN commands share: how they log.
+// Package cli holds what the OpenQHIN commands share: how they log and how
+// they export traces.
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+
+	flag "github.com/spf13/pflag"
+
+	"github.com/openqhin/openqhin/broker/telemetry"
 )
 
 // NewLogger builds a logger at the named level (debug, info, warn, error),
-// writing JSON lines or text.
+// writing JSON lines or text, with trace ids on every line of a traced call.
 func NewLogger(w io.Writer, level string, json bool) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
 	opts := &slog.HandlerOptions{Level: l}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if json {
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts)), nil
+	return slog.New(telemetry.LogHandler(h)), nil
+}
+
+// Tracing is the tracing flags of a command.
+type Tracing struct {
+	endpoint string
+	insecure bool
+}
+
+// AddFlags registers --otlp-endpoint and --otlp-insecure.
+func (t *Tracing) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&t.endpoint, "otlp-endpoint", "", "export traces over OTLP/gRPC to this collector (host:port); off when empty")
+	fs.BoolVar(&t.insecure, "otlp-insecure", false, "send traces to the collector without TLS")
+}
+
+// Start turns tracing on when an endpoint was given. Call it before building
+// any gRPC server or client; the returned function flushes and stops it.
+func (t *Tracing) Start(ctx context.Context, service string) (func(context.Context) error, error) {
+	return telemetry.SetupTracing(ctx, telemetry.TracingConfig{Endpoint: t.endpoint, Insecure: t.insecure, Service: service})
 }

@@ -1,0 +1,121 @@
+package broker
+
+import (
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/status"
+
+	"github.com/openqhin/openqhin/broker/cluster"
+	"github.com/openqhin/openqhin/broker/purpose"
+	"github.com/openqhin/openqhin/broker/telemetry"
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
+)
+
+// metrics are the broker's own: queries, the members' answers, fan-out
+// width, Raft and the directory.
+type metrics struct {
+	queries          *prometheus.CounterVec
+	queryLatency     *prometheus.HistogramVec
+	responders       *prometheus.CounterVec
+	responderLatency *prometheus.HistogramVec
+	fanoutWidth      prometheus.Histogram
+}
+
+const ns = telemetry.Namespace
+
+func newMetrics(reg *prometheus.Registry, node *cluster.Node) *metrics {
+	m := &metrics{
+		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "queries_total",
+			Help: "Queries through the Gateway by method (discover, documents, retrieve), purpose and outcome (gRPC code).",
+		}, []string{"method", "purpose", "outcome"}),
+		queryLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "query_duration_seconds",
+			Help: "Time to answer a Gateway query, by method.", Buckets: telemetry.LatencyBuckets,
+		}, []string{"method"}),
+		responders: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "responder_outcomes_total",
+			Help: "Members' parts in queries, by member and status (ok, no_match, timeout, error, denied, skipped).",
+		}, []string{"participant", "status"}),
+		responderLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "responder_latency_seconds",
+			Help: "Time a member took to answer its part of a query.", Buckets: telemetry.LatencyBuckets,
+		}, []string{"participant"}),
+		fanoutWidth: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Name: "fanout_width",
+			Help: "Members asked per query.", Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
+	}
+	gauge := func(name, help string, fn func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: "raft", Name: name, Help: help}, fn)
+	}
+	reg.MustRegister(m.queries, m.queryLatency, m.responders, m.responderLatency, m.fanoutWidth,
+		gauge("state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 {
+			return float64(node.NodeStatus().State - 1)
+		}),
+		gauge("term", "Current Raft term.", func() float64 { return float64(node.NodeStatus().Term) }),
+		gauge("commit_index", "Raft commit index.", func() float64 { return float64(node.NodeStatus().CommitIndex) }),
+		gauge("applied_index", "Raft applied index.", func() float64 { return float64(node.NodeStatus().AppliedIndex) }),
+		gauge("last_contact_seconds", "Time since this follower last heard from the leader (0 on the leader).", func() float64 {
+			return node.NodeStatus().GetLastContact().AsDuration().Seconds()
+		}),
+		gauge("last_snapshot_index", "Index of this node's latest snapshot.", func() float64 { return float64(node.LastSnapshotIndex()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: "raft", Name: "leader_changes_total",
+			Help: "Leader changes this node has observed."}, func() float64 { return float64(node.LeaderChanges()) }),
+		newDirectoryCollector(node),
+	)
+	return m
+}
+
+// purposeLabel keeps label values to the known purpose codes, whatever a
+// caller sends.
+func purposeLabel(code string) string {
+	if _, ok := purpose.Lookup(code); ok {
+		return code
+	}
+	return "invalid"
+}
+
+func (m *metrics) query(method, purposeCode string, start time.Time, err error) {
+	m.queries.WithLabelValues(method, purposeLabel(purposeCode), status.Code(err).String()).Inc()
+	m.queryLatency.WithLabelValues(method).Observe(time.Since(start).Seconds())
+}
+
+func (m *metrics) fanout(asked int, statuses []*qhinv1.ResponderStatus) {
+	m.fanoutWidth.Observe(float64(asked))
+	for _, r := range statuses {
+		m.responders.WithLabelValues(r.ParticipantId, strings.ToLower(strings.TrimPrefix(r.Status.String(), "RESPONDER_STATE_"))).Inc()
+		if r.Status != qhinv1.ResponderState_RESPONDER_STATE_SKIPPED {
+			m.responderLatency.WithLabelValues(r.ParticipantId).Observe(r.Latency.AsDuration().Seconds())
+		}
+	}
+}
+
+// directoryCollector reports members by status at each scrape.
+type directoryCollector struct {
+	node *cluster.Node
+	desc *prometheus.Desc
+}
+
+func newDirectoryCollector(node *cluster.Node) *directoryCollector {
+	return &directoryCollector{node: node, desc: prometheus.NewDesc(ns+"_directory_participants",
+		"Members in this broker's directory, by status.", []string{"status"}, nil)}
+}
+
+func (c *directoryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *directoryCollector) Collect(ch chan<- prometheus.Metric) {
+	ps, err := c.node.FSM().Participants(qhinv1.ParticipantStatus_PARTICIPANT_STATUS_UNSPECIFIED)
+	if err != nil {
+		return
+	}
+	counts := map[string]int{"active": 0, "suspended": 0, "retired": 0}
+	for _, p := range ps {
+		counts[strings.ToLower(strings.TrimPrefix(p.Status.String(), "PARTICIPANT_STATUS_"))]++
+	}
+	for s, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), s)
+	}
+}
