@@ -24,8 +24,9 @@ import (
 )
 
 // MaxChunk is the largest piece of a document the broker sends in one
-// message.
-const MaxChunk = 64 << 10
+// message: just under 32 KiB, so that the message fits gRPC's pooled 32 KiB
+// buffers (see store.ChunkSize).
+const MaxChunk = 32<<10 - 64
 
 type gateway struct {
 	qhinv1.UnimplementedGatewayServer
@@ -33,8 +34,10 @@ type gateway struct {
 }
 
 // initiator checks that the caller is a participant in good standing that
-// may initiate the purpose, and returns its directory entry.
-func (g *gateway) initiator(ctx context.Context, purposeCode string) (*qhinv1.Participant, error) {
+// may initiate the purpose, and returns its directory entry. Standing is
+// checked before the request is looked at: a refused caller learns nothing
+// about its input.
+func (g *gateway) initiator(ctx context.Context, purposeCode string, requester *qhinv1.Requester) (*qhinv1.Participant, error) {
 	if g.s.node.Stale() {
 		return nil, status.Error(codes.Unavailable, "this broker has lost contact with the cluster; try another")
 	}
@@ -55,6 +58,9 @@ func (g *gateway) initiator(ctx context.Context, purposeCode string) (*qhinv1.Pa
 		return nil, status.Errorf(codes.PermissionDenied, "participant %s is suspended", p.Id)
 	default:
 		return nil, status.Errorf(codes.PermissionDenied, "participant %s is not active", p.Id)
+	}
+	if err := validateCommon(purposeCode, requester); err != nil {
+		return nil, err
 	}
 	if !purpose.Permits(p.InitiatePurposes, purposeCode) {
 		return nil, status.Errorf(codes.PermissionDenied, "participant %s may not initiate %s queries", p.Id, purposeCode)
@@ -95,15 +101,12 @@ func newQueryID() string {
 // and merges their candidates.
 func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPatientsRequest) (_ *qhinv1.DiscoverPatientsResponse, err error) {
 	defer func(start time.Time) { g.s.metrics.query("discover", req.PurposeOfUse, start, err) }(time.Now())
-	if err := validateCommon(req.PurposeOfUse, req.Requester); err != nil {
+	init, err := g.initiator(ctx, req.PurposeOfUse, req.Requester)
+	if err != nil {
 		return nil, err
 	}
 	if err := match.Validate(req.Demographics); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	init, err := g.initiator(ctx, req.PurposeOfUse)
-	if err != nil {
-		return nil, err
 	}
 	directory, err := g.s.node.FSM().Participants(qhinv1.ParticipantStatus_PARTICIPANT_STATUS_UNSPECIFIED)
 	if err != nil {
@@ -146,7 +149,8 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 // documents.
 func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocumentsRequest) (_ *qhinv1.QueryDocumentsResponse, err error) {
 	defer func(start time.Time) { g.s.metrics.query("documents", req.PurposeOfUse, start, err) }(time.Now())
-	if err := validateCommon(req.PurposeOfUse, req.Requester); err != nil {
+	init, err := g.initiator(ctx, req.PurposeOfUse, req.Requester)
+	if err != nil {
 		return nil, err
 	}
 	if len(req.Links) == 0 {
@@ -162,10 +166,6 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 	}
 	if req.Since != nil && req.Until != nil && !req.Since.AsTime().Before(req.Until.AsTime()) {
 		return nil, invalid("since", "must be before until")
-	}
-	init, err := g.initiator(ctx, req.PurposeOfUse)
-	if err != nil {
-		return nil, err
 	}
 	directory, err := g.s.node.FSM().Participants(qhinv1.ParticipantStatus_PARTICIPANT_STATUS_UNSPECIFIED)
 	if err != nil {
@@ -224,7 +224,8 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc.ServerStreamingServer[qhinv1.RetrieveDocumentResponse]) (err error) {
 	defer func(start time.Time) { g.s.metrics.query("retrieve", req.PurposeOfUse, start, err) }(time.Now())
 	ctx := out.Context()
-	if err := validateCommon(req.PurposeOfUse, req.Requester); err != nil {
+	init, err := g.initiator(ctx, req.PurposeOfUse, req.Requester)
+	if err != nil {
 		return err
 	}
 	if req.GetLink().GetParticipantId() == "" {
@@ -232,10 +233,6 @@ func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc
 	}
 	if req.GetLink().GetDocumentId() == "" {
 		return invalid("link.document_id", "required")
-	}
-	init, err := g.initiator(ctx, req.PurposeOfUse)
-	if err != nil {
-		return err
 	}
 	holder, err := g.s.node.FSM().Participant(req.Link.ParticipantId)
 	if err != nil {

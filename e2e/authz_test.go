@@ -184,3 +184,15 @@ func TestAuthz_SuspendedParticipantIsRefusedUntilResumed(t *testing.T) {
 	}
 	assertStates(t, resp.Responders, map[string]qhinv1.ResponderState{"p2": qhinv1.ResponderState_RESPONDER_STATE_NO_MATCH})
 }
+
+// TestAuthz_RefusedCallerLearnsNothingAboutItsInput checks standing before
+// input: a participant outside the directory that sends garbage is told it
+// may not query, not what is wrong with the garbage.
+func TestAuthz_RefusedCallerLearnsNothingAboutItsInput(t *testing.T) {
+	n, _ := startNetwork(t, Options{Brokers: 1, Participants: 1})
+	outsider := dial(t, n, mustIssue(t, n, pki.RoleParticipant, "p9"))
+	_, err := outsider.Gateway().DiscoverPatients(callCtx(t), &qhinv1.DiscoverPatientsRequest{PurposeOfUse: "T-NOPE"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("outsider with bad input: %v, want PermissionDenied", err)
+	}
+}

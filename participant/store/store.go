@@ -22,8 +22,10 @@ import (
 )
 
 // ChunkSize is the size of the pieces a document's content is stored and
-// streamed in.
-const ChunkSize = 64 << 10
+// streamed in: just under 32 KiB, so that a chunk with its message framing
+// fits gRPC's pooled 32 KiB buffers. gRPC's next pool size is 1 MiB; 64 KiB
+// chunks cost every stream about 10 MiB of buffers instead of 2.
+const ChunkSize = 32<<10 - 64
 
 // ErrNotFound is returned for a patient or document the store does not hold.
 var ErrNotFound = errors.New("not found")
