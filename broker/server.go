@@ -178,7 +178,9 @@ func New(cfg Config) (*Server, error) {
 	qhinv1.RegisterClusterServer(s.grpc, &clusterService{s: s})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	for _, svc := range []string{"", qhinv1.Gateway_ServiceDesc.ServiceName, qhinv1.Directory_ServiceDesc.ServiceName, qhinv1.Cluster_ServiceDesc.ServiceName} {
+		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
 
 	s.wg.Add(1)
 	go func() {

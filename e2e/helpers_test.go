@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/openqhin/openqhin/broker/client"
+	"github.com/openqhin/openqhin/broker/telemetry"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -40,7 +41,7 @@ func startNetwork(t *testing.T, opts Options) (*Network, *logBuffer) {
 		opts.Dir = t.TempDir()
 	}
 	opts.FastRaft = true
-	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opts.Logger = slog.New(telemetry.LogHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	n, err := Start(ctx, opts)
