@@ -57,6 +57,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "deadline of each call to the network")
 	root.AddCommand(
 		newDevCmd(g),
+		newStatusCmd(g),
 		newPKICmd(g),
 		newQueryCmd(g),
 		newRetrieveCmd(g),
