@@ -23,7 +23,7 @@ type person struct {
 
 // MergePersons groups candidates from different members that are the same
 // person (their demographics score at least match.SamePersonThreshold against
-// one of the person's records) into one Person with a link per member
+// every record already in the person) into one Person with a link per member
 // record. Candidates of one member never merge with each other: a member's
 // two records are two patients as far as the network can tell. Persons come
 // best score first; each carries the demographics of its best link.
@@ -58,10 +58,15 @@ func MergePersons(found []Found) []*qhinv1.Person {
 			if p.members[c.member] {
 				continue
 			}
+			// Complete linkage: the candidate must agree with every record
+			// already in the person, so that A~B and B~C never make A, B
+			// and C one person when A and C disagree.
+			worst := 1.0
 			for _, r := range p.records {
-				if s := match.Score(c.rec, r); s >= match.SamePersonThreshold && s > bestScore {
-					home, bestScore = p, s
-				}
+				worst = min(worst, match.Score(c.rec, r))
+			}
+			if worst >= match.SamePersonThreshold && worst > bestScore {
+				home, bestScore = p, worst
 			}
 		}
 		if home == nil {

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -43,6 +44,9 @@ var (
 // Store is a participant's bbolt record store. It is safe for concurrent use.
 type Store struct {
 	db *bolt.DB
+	// putMu serializes PutDocument, whose content spans several
+	// transactions.
+	putMu sync.Mutex
 }
 
 // Open opens or creates the store at path. It waits at most a few seconds for
@@ -181,6 +185,8 @@ func (s *Store) PutDocument(ctx context.Context, meta *qhinv1.DocumentMetadata, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	s.putMu.Lock()
+	defer s.putMu.Unlock()
 	m := proto.Clone(meta).(*qhinv1.DocumentMetadata)
 	m.Size = 0 // counted from the content below, not taken from the caller
 	id := []byte(m.Id)
