@@ -44,8 +44,9 @@ var (
 // Store is a participant's bbolt record store. It is safe for concurrent use.
 type Store struct {
 	db *bolt.DB
-	// putMu serializes PutDocument, whose content spans several
-	// transactions.
+	// putMu serializes document writes: PutDocument's content spans
+	// several transactions, which another write of the same id must not
+	// interleave with.
 	putMu sync.Mutex
 }
 
@@ -276,6 +277,8 @@ func (s *Store) PutDocuments(ctx context.Context, docs []NewDocument) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	s.putMu.Lock()
+	defer s.putMu.Unlock()
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, d := range docs {
 			m := proto.Clone(d.Meta).(*qhinv1.DocumentMetadata)
