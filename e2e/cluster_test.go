@@ -217,7 +217,7 @@ func TestCluster_NewBrokerCatchesUpBySnapshot(t *testing.T) {
 	}
 	snapIndex := n.Brokers[leader].Server.Node().LastSnapshotIndex()
 
-	b4, err := n.AddBroker()
+	b4, err := n.AddBroker(false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,5 +405,42 @@ func TestCluster_SuspensionHoldsOnEveryBrokerWhenAcknowledged(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestCluster_OperatorAddsARunningBroker starts a broker that does not ask to
+// join, then adds it as an operator would with qhinctl cluster join: the
+// leader adds it by its Raft address and it announces its gRPC address
+// itself.
+func TestCluster_OperatorAddsARunningBroker(t *testing.T) {
+	n, _ := startNetwork(t, Options{Brokers: 1, Participants: 1})
+	i, err := n.AddBroker(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Brokers[i].Server.Ready() {
+		t.Fatal("a broker outside the cluster says it is ready")
+	}
+	op := dial(t, n, n.Operator())
+	if _, err := op.Cluster().Join(callCtx(t), &qhinv1.JoinRequest{NodeId: n.Brokers[i].ID, RaftAddr: n.Brokers[i].RaftAddr}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the added broker to be ready", func() bool { return n.Brokers[i].Server.Ready() })
+	st, err := op.Cluster().Status(callCtx(t), &qhinv1.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Members) != 2 {
+		t.Fatalf("%d members after the join, want 2: %v", len(st.Members), st.Members)
+	}
+	for _, m := range st.Members {
+		if !m.Voter || m.GrpcAddr == "" || m.State == qhinv1.NodeState_NODE_STATE_UNREACHABLE {
+			t.Errorf("member %s: voter %v, grpc %q, state %v", m.NodeId, m.Voter, m.GrpcAddr, m.State)
+		}
+	}
+	// A join request naming another node is refused to a broker identity.
+	b := dial(t, n, mustIssue(t, n, pki.RoleBroker, "b8"))
+	if _, err := b.Cluster().Join(callCtx(t), &qhinv1.JoinRequest{NodeId: "b9", RaftAddr: "127.0.0.1:1"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("broker b8 joining b9: %v, want PermissionDenied", err)
 	}
 }

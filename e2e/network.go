@@ -72,7 +72,10 @@ type BrokerNode struct {
 	GRPCAddr    string
 	RaftAddr    string
 	MetricsAddr string
-	Server      *broker.Server
+	// NoJoin starts the broker without asking to join: an operator adds
+	// it with Cluster.Join.
+	NoJoin bool
+	Server *broker.Server
 	source      pki.Source
 	served      chan error
 }
@@ -279,7 +282,7 @@ func (n *Network) StartBroker(i int) error {
 		Logger:            n.log,
 		RaftLog:           n.opts.RaftLog,
 	}
-	if i > 0 {
+	if i > 0 && !b.NoJoin {
 		for _, other := range n.Brokers {
 			if other != b && other.Server != nil {
 				cfg.Join = append(cfg.Join, other.GRPCAddr)
@@ -303,8 +306,9 @@ func (n *Network) StartBroker(i int) error {
 }
 
 // AddBroker creates one more broker and starts it; it joins the cluster
-// through the running brokers. It returns the new broker's index.
-func (n *Network) AddBroker() (int, error) {
+// through the running brokers unless noJoin, when it waits for an operator
+// to add it. It returns the new broker's index.
+func (n *Network) AddBroker(noJoin bool) (int, error) {
 	i := len(n.Brokers)
 	id := "b" + strconv.Itoa(i+1)
 	dir := filepath.Join(n.opts.Dir, "brokers", id)
@@ -312,7 +316,8 @@ func (n *Network) AddBroker() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n.Brokers = append(n.Brokers, &BrokerNode{ID: id, Dir: dir, source: src, GRPCAddr: n.addr(i + 1), RaftAddr: n.addr(10 + i + 1), MetricsAddr: n.addr(30 + i + 1)})
+	n.Brokers = append(n.Brokers, &BrokerNode{ID: id, Dir: dir, source: src, NoJoin: noJoin,
+		GRPCAddr: n.addr(i + 1), RaftAddr: n.addr(10 + i + 1), MetricsAddr: n.addr(30 + i + 1)})
 	return i, n.StartBroker(i)
 }
 
