@@ -91,15 +91,9 @@ type Server struct {
 // New opens the broker's Raft node and builds its gRPC server. Serve starts
 // answering.
 func New(cfg Config) (*Server, error) {
-	if cfg.Source == nil {
-		return nil, errors.New("broker: no SVID source")
-	}
-	id, err := pki.SourceIdentity(cfg.Source)
+	id, err := pki.SourceRole(cfg.Source, pki.RoleBroker)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
-	}
-	if id.Role != pki.RoleBroker {
-		return nil, fmt.Errorf("broker: SVID %s is not a broker identity", id)
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID = id.Name
@@ -260,17 +254,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	s.once.Do(func() {
 		close(s.stop)
 		s.health.Shutdown()
-		done := make(chan struct{})
-		go func() {
-			s.grpc.GracefulStop()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			s.grpc.Stop()
-			<-done
-		}
+		pki.GracefulStop(ctx, s.grpc)
 		s.wg.Wait()
 		s.responders.close()
 		err = s.node.Close()

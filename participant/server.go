@@ -64,15 +64,9 @@ type Server struct {
 // New opens the participant's store, loads its patients into the matcher and
 // builds its gRPC server. Serve starts answering.
 func New(cfg Config) (*Server, error) {
-	if cfg.Source == nil {
-		return nil, errors.New("participant: no SVID source")
-	}
-	id, err := pki.SourceIdentity(cfg.Source)
+	id, err := pki.SourceRole(cfg.Source, pki.RoleParticipant)
 	if err != nil {
 		return nil, fmt.Errorf("participant: %w", err)
-	}
-	if id.Role != pki.RoleParticipant {
-		return nil, fmt.Errorf("participant: SVID %s is not a participant identity", id)
 	}
 	if cfg.Listener == nil {
 		return nil, errors.New("participant: no listener")
@@ -163,17 +157,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	var err error
 	s.once.Do(func() {
 		s.health.Shutdown()
-		done := make(chan struct{})
-		go func() {
-			s.grpc.GracefulStop()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			s.grpc.Stop()
-			<-done
-		}
+		pki.GracefulStop(ctx, s.grpc)
 		err = s.store.Close()
 	})
 	return err

@@ -96,3 +96,19 @@ func logCall(ctx context.Context, log *slog.Logger, method string, start time.Ti
 	}
 	log.Log(ctx, level, "rpc", attrs...)
 }
+
+// GracefulStop stops a server: it takes no new calls and lets running ones
+// finish until ctx ends, then cuts them off.
+func GracefulStop(ctx context.Context, s *grpc.Server) {
+	done := make(chan struct{})
+	go func() {
+		s.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.Stop()
+		<-done
+	}
+}

@@ -161,3 +161,19 @@ func SourceIdentity(src Source) (Identity, error) {
 	}
 	return ParseIdentity(svid.ID)
 }
+
+// SourceRole returns the identity of a source's SVID and checks that it is
+// of the role a node is started as.
+func SourceRole(src Source, role Role) (Identity, error) {
+	if src == nil {
+		return Identity{}, errors.New("no SVID source")
+	}
+	id, err := SourceIdentity(src)
+	if err != nil {
+		return Identity{}, err
+	}
+	if id.Role != role {
+		return Identity{}, fmt.Errorf("SVID %s is not a %s identity", id, role)
+	}
+	return id, nil
+}
