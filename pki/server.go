@@ -28,12 +28,19 @@ type ServerConfig struct {
 	// Interceptors that run after authorization.
 	Unary  []grpc.UnaryServerInterceptor
 	Stream []grpc.StreamServerInterceptor
+	// DefaultTimeout bounds a unary call whose caller set no deadline, so
+	// that everything the handler calls downstream has one;
+	// DefaultCallTimeout when zero.
+	DefaultTimeout time.Duration
 }
+
+// DefaultCallTimeout is the deadline of a unary call that came without one.
+const DefaultCallTimeout = time.Minute
 
 // ServerOptions returns the options every OpenQHIN gRPC server is built
 // with: mutual TLS for the trust domain of the server's own SVID, then the
 // interceptor chain in its one order — log, then authorize by policy, then
-// the extra interceptors.
+// give deadline-less unary calls a deadline, then the extra interceptors.
 func (c ServerConfig) ServerOptions() ([]grpc.ServerOption, error) {
 	self, err := SourceIdentity(c.Source)
 	if err != nil {
@@ -47,7 +54,11 @@ func (c ServerConfig) ServerOptions() ([]grpc.ServerOption, error) {
 	if len(roles) == 0 {
 		roles = Roles
 	}
-	u := append([]grpc.UnaryServerInterceptor{logUnary(log), c.Policy.UnaryInterceptor()}, c.Unary...)
+	timeout := c.DefaultTimeout
+	if timeout <= 0 {
+		timeout = DefaultCallTimeout
+	}
+	u := append([]grpc.UnaryServerInterceptor{logUnary(log), c.Policy.UnaryInterceptor(), defaultDeadline(timeout)}, c.Unary...)
 	s := append([]grpc.StreamServerInterceptor{logStream(log), c.Policy.StreamInterceptor()}, c.Stream...)
 	return []grpc.ServerOption{
 		grpc.Creds(ServerCredentials(c.Source, AuthorizeRoles(self.ID.TrustDomain(), roles...))),
@@ -59,6 +70,18 @@ func (c ServerConfig) ServerOptions() ([]grpc.ServerOption, error) {
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}, nil
+}
+
+// defaultDeadline gives a unary call without a deadline one.
+func defaultDeadline(d time.Duration) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		return handler(ctx, req)
+	}
 }
 
 // logUnary logs every call: method, caller, outcome and duration. It never
