@@ -45,8 +45,15 @@ func (g *gateway) initiator(ctx context.Context, purposeCode string, requester *
 	if !ok || id.Role != pki.RoleParticipant {
 		return nil, status.Error(codes.PermissionDenied, "only participants may query")
 	}
-	p, err := g.s.node.FSM().Participant(id.Name)
+	_, members, err := g.s.routing.get(g.s.node.FSM())
 	if err != nil {
+		return nil, toStatus(err)
+	}
+	p, ok := members[id.Name]
+	if !ok {
+		if _, err := g.s.node.FSM().Participant(id.Name); err == nil {
+			return nil, status.Errorf(codes.PermissionDenied, "participant %s is not active", id.Name)
+		}
 		return nil, status.Errorf(codes.PermissionDenied, "participant %s is not in the directory", id.Name)
 	}
 	if p.SpiffeId != id.ID.String() {
@@ -108,7 +115,7 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 	if err := match.Validate(req.Demographics); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	directory, err := g.s.node.FSM().Participants(qhinv1.ParticipantStatus_PARTICIPANT_STATUS_UNSPECIFIED)
+	directory, _, err := g.s.routing.get(g.s.node.FSM())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -167,11 +174,11 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 	if req.Since != nil && req.Until != nil && !req.Since.AsTime().Before(req.Until.AsTime()) {
 		return nil, invalid("since", "must be before until")
 	}
-	directory, err := g.s.node.FSM().Participants(qhinv1.ParticipantStatus_PARTICIPANT_STATUS_UNSPECIFIED)
+	_, directory, err := g.s.routing.get(g.s.node.FSM())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	ask, patients, skipped := routeLinks(index(directory), req.Links, req.PurposeOfUse)
+	ask, patients, skipped := routeLinks(directory, req.Links, req.PurposeOfUse)
 	qc := &qhinv1.QueryContext{QueryId: newQueryID(), InitiatorParticipantId: init.Id, PurposeOfUse: req.PurposeOfUse, Requester: req.Requester}
 	byID := index(ask)
 
@@ -234,8 +241,12 @@ func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc
 	if req.GetLink().GetDocumentId() == "" {
 		return invalid("link.document_id", "required")
 	}
-	holder, err := g.s.node.FSM().Participant(req.Link.ParticipantId)
+	_, directory, err := g.s.routing.get(g.s.node.FSM())
 	if err != nil {
+		return toStatus(err)
+	}
+	holder, ok := directory[req.Link.ParticipantId]
+	if !ok {
 		return status.Errorf(codes.NotFound, "link.participant_id: %s is not a member of the network", req.Link.ParticipantId)
 	}
 	if reason, ok := askable(holder, req.PurposeOfUse); !ok {

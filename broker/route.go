@@ -3,8 +3,10 @@ package broker
 import (
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/openqhin/openqhin/broker/fanout"
+	"github.com/openqhin/openqhin/broker/fsm"
 	"github.com/openqhin/openqhin/broker/purpose"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -71,4 +73,38 @@ func routeLinks(directory map[string]*qhinv1.Participant, links []*qhinv1.Patien
 		}
 	}
 	return ask, patients, skipped
+}
+
+// routingTable keeps the directory's members that are not retired in
+// memory, so that a query does not read the whole directory from disk. It
+// reloads when the directory's version moves.
+type routingTable struct {
+	mu      sync.Mutex
+	loaded  bool
+	version uint64
+	members []*qhinv1.Participant
+	byID    map[string]*qhinv1.Participant
+}
+
+// get returns the members, in id order, and an index of them. Callers must
+// not modify them.
+func (r *routingTable) get(f *fsm.FSM) ([]*qhinv1.Participant, map[string]*qhinv1.Participant, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v := f.DirectoryVersion()
+	if r.loaded && v == r.version {
+		return r.members, r.byID, nil
+	}
+	all, err := f.Participants(qhinv1.ParticipantStatus_PARTICIPANT_STATUS_UNSPECIFIED)
+	if err != nil {
+		return nil, nil, err
+	}
+	members := all[:0]
+	for _, p := range all {
+		if p.Status != qhinv1.ParticipantStatus_PARTICIPANT_STATUS_RETIRED {
+			members = append(members, p)
+		}
+	}
+	r.members, r.byID, r.version, r.loaded = members, index(members), v, true
+	return r.members, r.byID, nil
 }

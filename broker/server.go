@@ -80,6 +80,7 @@ type Server struct {
 	grpc       *grpc.Server
 	health     *health.Server
 	responders *responders
+	routing    routingTable
 	telemetry  *telemetry.Metrics
 	metrics    *metrics
 

@@ -76,8 +76,8 @@ type BrokerNode struct {
 	// it with Cluster.Join.
 	NoJoin bool
 	Server *broker.Server
-	source      pki.Source
-	served      chan error
+	source pki.Source
+	served chan error
 }
 
 // ParticipantNode is one participant of the network.

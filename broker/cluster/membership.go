@@ -137,13 +137,14 @@ func (n *Node) inConfiguration(id string) (bool, error) {
 // leader once. Joining again with the same address is a no-op; with a new
 // address the node is re-added there.
 func (n *Node) Join(ctx context.Context, req *qhinv1.JoinRequest) (string, error) {
+	start := time.Now()
 	for attempt := 0; ; attempt++ {
 		leader, err := n.joinOnce(ctx, req)
 		if err == nil || !retryable(err) {
 			return leader, err
 		}
-		if werr := sleepJitter(ctx, attempt, n.stop); werr != nil {
-			return "", fmt.Errorf("%w (last attempt: %v)", werr, err)
+		if err := n.hold(ctx, attempt, start, err); err != nil {
+			return "", err
 		}
 	}
 }
@@ -217,13 +218,14 @@ func (n *Node) putBroker(ctx context.Context, req *qhinv1.JoinRequest) error {
 // Remove takes a node out of the cluster, forwarding to the leader when
 // needed.
 func (n *Node) Remove(ctx context.Context, id string) error {
+	start := time.Now()
 	for attempt := 0; ; attempt++ {
 		err := n.removeOnce(ctx, id)
 		if err == nil || !retryable(err) {
 			return err
 		}
-		if werr := sleepJitter(ctx, attempt, n.stop); werr != nil {
-			return fmt.Errorf("%w (last attempt: %v)", werr, err)
+		if err := n.hold(ctx, attempt, start, err); err != nil {
+			return err
 		}
 	}
 }

@@ -47,6 +47,7 @@ const (
 	// queries go on through a failover, but not a partition.
 	DefaultMaxStale = 10 * time.Second
 	joinTimeout     = 2 * time.Minute
+	commitTimeout   = 5 * time.Millisecond
 )
 
 // Config describes one broker's Raft node.
@@ -157,7 +158,8 @@ func Open(cfg Config) (*Node, error) {
 		Level:  hclog.LevelFromString(orDefault(cfg.RaftLogLevel, "warn")),
 		Output: orDiscard(cfg.RaftLog),
 	})
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, hlog)
+	// The store keeps its snapshots in DataDir/snapshots.
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hlog)
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
@@ -198,6 +200,11 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.LeaderLeaseTimeout > 0 {
 		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
 	}
+	// Followers learn that an entry is committed from the leader's next
+	// AppendEntries; an idle leader sends one after CommitTimeout (50-100ms
+	// by default). Directory writes wait for every broker to apply them, so
+	// the leader tells them sooner.
+	rc.CommitTimeout = commitTimeout
 
 	hasState, err := raft.HasExistingState(n.logStore, n.logStore, snaps)
 	if err != nil {
@@ -330,13 +337,14 @@ func (n *Node) Apply(ctx context.Context, cmd *qhinv1.Command) (proto.Message, u
 	if err != nil {
 		return nil, 0, err
 	}
+	start := time.Now()
 	for attempt := 0; ; attempt++ {
 		v, index, err := n.applyOnce(ctx, cmd.Type, data)
 		if err == nil || !retryable(err) {
 			return v, index, err
 		}
-		if werr := sleepJitter(ctx, attempt, n.stop); werr != nil {
-			return nil, 0, fmt.Errorf("%w (last attempt: %v)", werr, err)
+		if err := n.hold(ctx, attempt, start, err); err != nil {
+			return nil, 0, err
 		}
 	}
 }
@@ -410,6 +418,29 @@ func retryable(err error) bool {
 	return errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNoLeader)
 }
 
+// maxHold bounds how long a node holds a request while there is no leader;
+// after that the caller hears Unavailable and can try another broker.
+const maxHold = 5 * time.Second
+
+// ErrNotMember is returned by a node that belongs to no cluster yet.
+var ErrNotMember = errors.New("this broker is not a member of a cluster yet")
+
+// hold waits before the next attempt of a request that found no leader. It
+// gives up at once on a node outside any cluster (no leader will come), and
+// after maxHold on any node, returning the last attempt's error.
+func (n *Node) hold(ctx context.Context, attempt int, since time.Time, last error) error {
+	if cf := n.raft.GetConfiguration(); cf.Error() == nil && len(cf.Configuration().Servers) == 0 {
+		return ErrNotMember
+	}
+	if time.Since(since) > maxHold {
+		return last
+	}
+	if err := sleepJitter(ctx, attempt, n.stop); err != nil {
+		return fmt.Errorf("%w (last attempt: %v)", err, last)
+	}
+	return nil
+}
+
 // sleepJitter waits a growing, jittered delay: 25ms doubling to 500ms, each
 // ±50%.
 func sleepJitter(ctx context.Context, attempt int, stop <-chan struct{}) error {
@@ -446,6 +477,7 @@ func (n *Node) Read(ctx context.Context, level ReadLevel) (*fsm.FSM, error) {
 	if level == ReadLocal {
 		return n.fsm, nil
 	}
+	start := time.Now()
 	for attempt := 0; ; attempt++ {
 		idx, err := n.readIndex(ctx)
 		if err == nil {
@@ -457,8 +489,8 @@ func (n *Node) Read(ctx context.Context, level ReadLevel) (*fsm.FSM, error) {
 		if !retryable(err) {
 			return nil, err
 		}
-		if werr := sleepJitter(ctx, attempt, n.stop); werr != nil {
-			return nil, fmt.Errorf("%w (last attempt: %v)", werr, err)
+		if err := n.hold(ctx, attempt, start, err); err != nil {
+			return nil, err
 		}
 	}
 }

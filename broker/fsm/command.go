@@ -60,6 +60,8 @@ type Result struct {
 	Index uint64
 	Value proto.Message
 	Err   error
+
+	directory bool // the command changed the directory
 }
 
 // NewCommand builds a command envelope around a payload message.
@@ -101,6 +103,8 @@ type handler struct {
 	// result value.
 	newResult func() proto.Message
 	apply     func(tx *bolt.Tx, cmd *qhinv1.Command, payload proto.Message) (proto.Message, error)
+	// directory marks commands that change the participant directory.
+	directory bool
 }
 
 var handlers = map[qhinv1.CommandType]handler{}

@@ -12,14 +12,14 @@ import (
 func init() {
 	participant := func() proto.Message { return new(qhinv1.Participant) }
 	registerCommand(qhinv1.CommandType_COMMAND_TYPE_REGISTER_PARTICIPANT, handler{
-		newPayload: participant, newResult: participant, apply: applyRegisterParticipant,
+		newPayload: participant, newResult: participant, apply: applyRegisterParticipant, directory: true,
 	})
 	registerCommand(qhinv1.CommandType_COMMAND_TYPE_UPDATE_PARTICIPANT, handler{
-		newPayload: participant, newResult: participant, apply: applyUpdateParticipant,
+		newPayload: participant, newResult: participant, apply: applyUpdateParticipant, directory: true,
 	})
 	registerCommand(qhinv1.CommandType_COMMAND_TYPE_SET_PARTICIPANT_STATUS, handler{
 		newPayload: func() proto.Message { return new(qhinv1.SetParticipantStatus) },
-		newResult:  participant, apply: applySetParticipantStatus,
+		newResult:  participant, apply: applySetParticipantStatus, directory: true,
 	})
 	registerCommand(qhinv1.CommandType_COMMAND_TYPE_PUT_BROKER, handler{
 		newPayload: func() proto.Message { return new(qhinv1.BrokerRecord) },
@@ -33,6 +33,8 @@ func init() {
 		newPayload: func() proto.Message { return new(qhinv1.CommandBatch) },
 		newResult:  func() proto.Message { return new(qhinv1.BatchResult) },
 		apply:      applyBatch,
+		// A batch may hold directory commands; it counts as a change.
+		directory: true,
 	})
 }
 
@@ -161,6 +163,11 @@ func BatchResults(cmds []*qhinv1.Command, br *qhinv1.BatchResult) []*Result {
 	}
 	return out
 }
+
+// DirectoryVersion changes whenever the directory may have changed: after
+// an applied directory command or a restore. Callers cache what they derive
+// from the directory and reload it when the version moves.
+func (f *FSM) DirectoryVersion() uint64 { return f.dirVersion.Load() }
 
 // Participant returns one directory entry.
 func (f *FSM) Participant(id string) (*qhinv1.Participant, error) {

@@ -58,7 +58,8 @@ type FSM struct {
 	mu sync.RWMutex
 	db *bolt.DB
 
-	applied atomic.Uint64
+	applied    atomic.Uint64
+	dirVersion atomic.Uint64
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
@@ -154,12 +155,15 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	defer f.mu.RUnlock()
 	applied := f.applied.Load()
 	last := applied
+	directory := false
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		for i, l := range logs {
 			if l.Type != raft.LogCommand || l.Index <= applied {
 				continue
 			}
-			out[i] = f.applyEntry(tx, l)
+			r := f.applyEntry(tx, l)
+			out[i] = r
+			directory = directory || r.directory
 			last = l.Index
 		}
 		if last == applied {
@@ -171,6 +175,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		panic(fmt.Sprintf("fsm: apply entries up to %d: %v", logs[len(logs)-1].Index, err))
 	}
 	f.applied.Store(last)
+	if directory {
+		f.dirVersion.Add(1)
+	}
 	return out
 }
 
@@ -204,12 +211,13 @@ func applyCommand(tx *bolt.Tx, cmd *qhinv1.Command) *Result {
 	if err != nil {
 		err = fmt.Errorf("%v: %w", cmd.Type, err)
 	}
+	directory := h.directory && err == nil
 	if cmd.RequestId != "" {
 		if perr := rememberRequest(tx, cmd, value, err); perr != nil {
 			panic(fmt.Sprintf("fsm: remember request: %v", perr))
 		}
 	}
-	return &Result{Value: value, Err: err}
+	return &Result{Value: value, Err: err, directory: directory}
 }
 
 func replay(h handler, stored []byte) *Result {
@@ -355,6 +363,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	old := f.db
 	f.db = db
 	f.applied.Store(0)
+	f.dirVersion.Add(1)
 	if err := old.Close(); err != nil {
 		f.log.Warn("close replaced state file", "error", err)
 	}

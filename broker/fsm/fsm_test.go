@@ -462,3 +462,29 @@ func BenchmarkApplyBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "entries/s")
 }
+
+func TestDirectoryVersion_MovesOnDirectoryChangesOnly(t *testing.T) {
+	a := &applier{t: t, f: openFSM(t)}
+	v0 := a.f.DirectoryVersion()
+	a.apply(register(t, "p1", ""))
+	v1 := a.f.DirectoryVersion()
+	if v1 == v0 {
+		t.Error("registration did not move the directory version")
+	}
+	a.apply(register(t, "p1", "")) // refused: already exists
+	a.apply(mustCommand(t, qhinv1.CommandType_COMMAND_TYPE_PUT_BROKER, "", t0, &qhinv1.BrokerRecord{NodeId: "b1"}))
+	if v := a.f.DirectoryVersion(); v != v1 {
+		t.Errorf("a refused command or a broker record moved the directory version (%d -> %d)", v1, v)
+	}
+	a.apply(setStatus(t, "p1", qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED))
+	if a.f.DirectoryVersion() == v1 {
+		t.Error("a suspension did not move the directory version")
+	}
+	v2 := a.f.DirectoryVersion()
+	if err := a.f.Restore(io.NopCloser(bytes.NewReader(snapshotOf(t, a.f)))); err != nil {
+		t.Fatal(err)
+	}
+	if a.f.DirectoryVersion() == v2 {
+		t.Error("a restore did not move the directory version")
+	}
+}

@@ -64,6 +64,7 @@ func newRoot() *cobra.Command {
 		newDirectoryCmd(g),
 		newClusterCmd(g),
 		newImportCmd(g),
+		newBenchCmd(g),
 	)
 	return root
 }

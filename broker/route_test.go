@@ -1,0 +1,130 @@
+package broker
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/openqhin/openqhin/broker/fsm"
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
+)
+
+const (
+	active    = qhinv1.ParticipantStatus_PARTICIPANT_STATUS_ACTIVE
+	suspended = qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED
+	retired   = qhinv1.ParticipantStatus_PARTICIPANT_STATUS_RETIRED
+)
+
+func member(id string, st qhinv1.ParticipantStatus, answers ...string) *qhinv1.Participant {
+	return &qhinv1.Participant{Id: id, Status: st, RespondPurposes: answers}
+}
+
+func TestRoute_AsksActiveMembersThatAnswerThePurpose(t *testing.T) {
+	directory := []*qhinv1.Participant{
+		member("p1", active),
+		member("p2", active),
+		member("p3", suspended),
+		member("p4", retired),
+		member("p5", active, "T-PYMNT"),
+		member("p6", active, "T-TRTMNT", "T-TREAT"),
+	}
+	tests := []struct {
+		initiator, purpose string
+		ask, skipped       string
+	}{
+		{"p1", "T-TRTMNT", "p2,p6", "p3,p5"},
+		{"p2", "T-PYMNT", "p1,p5", "p3,p6"},
+		{"p6", "T-TREAT", "p1,p2", "p3,p5"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.initiator+"/"+tt.purpose, func(t *testing.T) {
+			ask, skipped := route(directory, tt.initiator, tt.purpose)
+			var a, s []string
+			for _, p := range ask {
+				a = append(a, p.Id)
+			}
+			for _, st := range skipped {
+				s = append(s, st.ParticipantId)
+				if st.Status != qhinv1.ResponderState_RESPONDER_STATE_SKIPPED || st.Detail == "" {
+					t.Errorf("skipped %s: %v %q", st.ParticipantId, st.Status, st.Detail)
+				}
+			}
+			if got := strings.Join(a, ","); got != tt.ask {
+				t.Errorf("ask %s, want %s", got, tt.ask)
+			}
+			if got := strings.Join(s, ","); got != tt.skipped {
+				t.Errorf("skipped %s, want %s", got, tt.skipped)
+			}
+		})
+	}
+}
+
+func TestRouteLinks_GroupsByMemberAndSkipsTheUnaskable(t *testing.T) {
+	directory := index([]*qhinv1.Participant{member("p1", active), member("p2", suspended), member("p3", active, "T-PYMNT")})
+	links := []*qhinv1.PatientLink{
+		{ParticipantId: "p1", PatientId: "a"},
+		{ParticipantId: "p9", PatientId: "x"},
+		{ParticipantId: "p1", PatientId: "b"},
+		{ParticipantId: "p2", PatientId: "c"},
+		{ParticipantId: "p1", PatientId: "a"},
+		{ParticipantId: "p3", PatientId: "d"},
+	}
+	ask, patients, skipped := routeLinks(directory, links, "T-TRTMNT")
+	if len(ask) != 1 || ask[0].Id != "p1" {
+		t.Fatalf("ask %v, want p1 only", ask)
+	}
+	if got := strings.Join(patients["p1"], ","); got != "a,b" {
+		t.Errorf("p1 patients %s, want a,b (once each)", got)
+	}
+	reasons := map[string]string{}
+	for _, s := range skipped {
+		reasons[s.ParticipantId] = s.Detail
+	}
+	for id, want := range map[string]string{"p9": "not a member", "p2": "suspended", "p3": "does not answer T-TRTMNT"} {
+		if !strings.Contains(reasons[id], want) {
+			t.Errorf("%s skipped for %q, want %q", id, reasons[id], want)
+		}
+	}
+}
+
+func TestRoutingTable_ReloadsWhenTheDirectoryChanges(t *testing.T) {
+	f, err := fsm.Open(filepath.Join(t.TempDir(), "fsm.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var idx uint64
+	apply := func(c *qhinv1.Command) {
+		t.Helper()
+		data, _ := fsm.Encode(c)
+		idx++
+		if r := f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: data}).(*fsm.Result); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	reg := func(id string) *qhinv1.Command {
+		c, _ := fsm.NewCommand(qhinv1.CommandType_COMMAND_TYPE_REGISTER_PARTICIPANT, "", time.Now(),
+			&qhinv1.Participant{Id: id, SpiffeId: "spiffe://qhin.test/participant/" + id, Endpoint: "127.0.0.1:1"})
+		return c
+	}
+	apply(reg("p1"))
+	var rt routingTable
+	members, _, err := rt.get(f)
+	if err != nil || len(members) != 1 {
+		t.Fatalf("members %v, err %v", members, err)
+	}
+	apply(reg("p2"))
+	c, _ := fsm.NewCommand(qhinv1.CommandType_COMMAND_TYPE_SET_PARTICIPANT_STATUS, "", time.Now(),
+		&qhinv1.SetParticipantStatus{ParticipantId: "p1", Status: retired})
+	apply(c)
+	members, byID, err := rt.get(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(members) != 1 || members[0].Id != "p2" || byID["p1"] != nil {
+		t.Errorf("after registering p2 and retiring p1: %v", members)
+	}
+}
