@@ -3,6 +3,7 @@ package pki
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"google.golang.org/grpc"
@@ -69,6 +70,9 @@ func (c ServerConfig) ServerOptions() ([]grpc.ServerOption, error) {
 			MaxConnectionAgeGrace: time.Minute,
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Reuse a few goroutines for calls instead of starting one per call,
+		// whose stack then has to grow for every call.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	}, nil
 }
 
