@@ -33,10 +33,9 @@ func (c *clusterService) Join(ctx context.Context, req *qhinv1.JoinRequest) (*qh
 			return nil, invalid("grpc_addr", err.Error())
 		}
 	}
-	// A broker may only join itself; operators may add any node.
-	if id, ok := pki.IdentityFromContext(ctx); ok && id.Role == pki.RoleBroker && id.Name != req.NodeId {
-		return nil, status.Errorf(codes.PermissionDenied, "broker %s may not join %s", id.Name, req.NodeId)
-	}
+	// Brokers call Join for themselves (--join) and forward operators'
+	// joins to the leader; like every broker-to-broker call it is trusted
+	// infrastructure, as Apply is.
 	leader, err := c.s.node.Join(ctx, req)
 	if err != nil {
 		return nil, toStatus(err)

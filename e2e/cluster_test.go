@@ -438,9 +438,9 @@ func TestCluster_OperatorAddsARunningBroker(t *testing.T) {
 			t.Errorf("member %s: voter %v, grpc %q, state %v", m.NodeId, m.Voter, m.GrpcAddr, m.State)
 		}
 	}
-	// A join request naming another node is refused to a broker identity.
-	b := dial(t, n, mustIssue(t, n, pki.RoleBroker, "b8"))
-	if _, err := b.Cluster().Join(callCtx(t), &qhinv1.JoinRequest{NodeId: "b9", RaftAddr: "127.0.0.1:1"}); status.Code(err) != codes.PermissionDenied {
-		t.Errorf("broker b8 joining b9: %v, want PermissionDenied", err)
+	// Participants may not touch membership.
+	p := dial(t, n, n.ParticipantSource(0))
+	if _, err := p.Cluster().Join(callCtx(t), &qhinv1.JoinRequest{NodeId: "b9", RaftAddr: "127.0.0.1:1"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("participant joining b9: %v, want PermissionDenied", err)
 	}
 }

@@ -110,10 +110,10 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 			}
 		}
 	})
-	port := freePorts(t, 10)
+	port := freePorts(t, 12)
 
 	run("pki", "init", "--trust-domain", "qhin.example.org", "--out", "ca")
-	for _, id := range []string{"broker/b1", "broker/b2", "broker/b3", "participant/p1", "participant/p2", "operator/alice"} {
+	for _, id := range []string{"broker/b1", "broker/b2", "broker/b3", "broker/b4", "participant/p1", "participant/p2", "operator/alice"} {
 		run("pki", "issue", "--ca", "ca", "--id", "spiffe://qhin.example.org/"+id, "--out", id[strings.Index(id, "/")+1:])
 	}
 	const persons = 200
@@ -143,6 +143,21 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 		}
 		return len(st.Members) == 3 && st.LeaderId != ""
 	})
+
+	// An operator adds a running broker, then takes it out again.
+	b4 := start("qhin-broker", "--svid-dir", "b4", "--data-dir", "b4-data", "--listen", port[9], "--raft-listen", port[10])
+	run("cluster", "join", "--node-id", "b4", "--raft-addr", port[10])
+	waitFor(t, 30*time.Second, "four members, b4 announced", func() bool {
+		if err := protoUnmarshalJSON(run("cluster", "status", "-o", "json"), &st); err != nil {
+			return false
+		}
+		return len(st.Members) == 4 && st.Members[3].GrpcAddr == port[9] && st.Members[3].AppliedIndex > 0
+	})
+	run("cluster", "remove", "b4")
+	if err := protoUnmarshalJSON(run("cluster", "status", "-o", "json"), &st); err != nil || len(st.Members) != 3 {
+		t.Fatalf("after removing b4: %v members (%v)", len(st.Members), err)
+	}
+	stop(b4)
 
 	// A person of the population registered at both members: a query as p1
 	// finds p2's record.
