@@ -216,20 +216,7 @@ func (s *Server) watchReadiness() {
 // Serve answers gRPC calls (and metrics, when configured) until Stop; it
 // returns nil after a graceful stop.
 func (s *Server) Serve() error {
-	if l := s.cfg.MetricsListener; l != nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			if err := telemetry.Serve(ctx, l, s.telemetry.Registry); err != nil {
-				s.log.Error("metrics server stopped", "error", err)
-			}
-		}()
-	}
-	err := s.grpc.Serve(s.cfg.GRPCListener)
-	if errors.Is(err, grpc.ErrServerStopped) {
-		return nil
-	}
-	return err
+	return telemetry.ServeNode(s.grpc, s.cfg.GRPCListener, s.cfg.MetricsListener, s.telemetry.Registry, s.log)
 }
 
 // ID returns the node id.

@@ -136,20 +136,7 @@ func (s *Server) Store() *store.Store { return s.store }
 
 // Serve answers brokers (and metrics, when configured) until Stop.
 func (s *Server) Serve() error {
-	if l := s.cfg.MetricsListener; l != nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			if err := telemetry.Serve(ctx, l, s.telemetry.Registry); err != nil {
-				s.log.Error("metrics server stopped", "error", err)
-			}
-		}()
-	}
-	err := s.grpc.Serve(s.cfg.Listener)
-	if errors.Is(err, grpc.ErrServerStopped) {
-		return nil
-	}
-	return err
+	return telemetry.ServeNode(s.grpc, s.cfg.Listener, s.cfg.MetricsListener, s.telemetry.Registry, s.log)
 }
 
 // Stop lets running calls finish (until ctx ends), then closes the store.

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -100,6 +101,25 @@ func Serve(ctx context.Context, l net.Listener, reg *prometheus.Registry) error 
 		srv.Shutdown(sctx)
 	}()
 	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// ServeNode runs a node's gRPC server on l and, when metrics is not nil, its
+// metrics on metrics, until the gRPC server stops; it returns nil after a
+// graceful stop.
+func ServeNode(s *grpc.Server, l, metrics net.Listener, reg *prometheus.Registry, log *slog.Logger) error {
+	if metrics != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			if err := Serve(ctx, metrics, reg); err != nil {
+				log.Error("metrics server stopped", "error", err)
+			}
+		}()
+	}
+	if err := s.Serve(l); !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
 	return nil

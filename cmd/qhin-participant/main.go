@@ -65,10 +65,8 @@ func run() error {
 		return err
 	}
 	defer stopTracing(context.Background())
-	if *metricsListen != "" {
-		if cfg.MetricsListener, err = net.Listen("tcp", *metricsListen); err != nil {
-			return err
-		}
+	if cfg.MetricsListener, err = cli.ListenMetrics(*metricsListen); err != nil {
+		return err
 	}
 
 	s, err := participant.New(cfg)

@@ -171,11 +171,7 @@ the other brokers join.`,
 				return err
 			}
 			defer f.Close()
-			cfg, err := g.loadConfig()
-			if err != nil {
-				return err
-			}
-			src, err := cfg.OperatorSource()
+			cfg, src, err := g.operator()
 			if err != nil {
 				return err
 			}

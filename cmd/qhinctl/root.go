@@ -16,6 +16,7 @@ import (
 
 	"github.com/openqhin/openqhin/broker/client"
 	"github.com/openqhin/openqhin/cmd/internal/cli"
+	"github.com/openqhin/openqhin/pki"
 )
 
 // globals are the flags every command takes.
@@ -76,13 +77,22 @@ func (g *globals) loadConfig() (*client.Config, error) {
 	return client.LoadConfig(g.config)
 }
 
-// operatorConn dials the brokers as the configured operator.
-func (g *globals) operatorConn() (*client.Conn, error) {
+// operator loads the config and the operator's SVID.
+func (g *globals) operator() (*client.Config, *pki.DirSource, error) {
 	cfg, err := g.loadConfig()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	src, err := cfg.OperatorSource()
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, src, nil
+}
+
+// operatorConn dials the brokers as the configured operator.
+func (g *globals) operatorConn() (*client.Conn, error) {
+	cfg, src, err := g.operator()
 	if err != nil {
 		return nil, err
 	}

@@ -44,11 +44,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Short: "Summarize the network: brokers and leader, members by status, certificate expiries",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.loadConfig()
-			if err != nil {
-				return err
-			}
-			src, err := cfg.OperatorSource()
+			cfg, src, err := g.operator()
 			if err != nil {
 				return err
 			}

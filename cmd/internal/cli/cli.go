@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 
 	flag "github.com/spf13/pflag"
 
@@ -44,4 +45,13 @@ func (t *Tracing) AddFlags(fs *flag.FlagSet) {
 // any gRPC server or client; the returned function flushes and stops it.
 func (t *Tracing) Start(ctx context.Context, service string) (func(context.Context) error, error) {
 	return telemetry.SetupTracing(ctx, telemetry.TracingConfig{Endpoint: t.endpoint, Insecure: t.insecure, Service: service})
+}
+
+// ListenMetrics opens the metrics listener of --metrics-listen; nil when the
+// flag is empty.
+func ListenMetrics(addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	return net.Listen("tcp", addr)
 }
