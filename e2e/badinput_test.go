@@ -144,7 +144,7 @@ func TestGateway_BadInputIsRejectedNamingTheFieldWithoutPHI(t *testing.T) {
 				}
 			}
 			for _, phi := range tc.phi {
-				if strings.Contains(logs.String(), phi) {
+				if containsValue(logs.String(), phi) {
 					t.Errorf("logs contain patient data %q", phi)
 				}
 			}
@@ -155,7 +155,7 @@ func TestGateway_BadInputIsRejectedNamingTheFieldWithoutPHI(t *testing.T) {
 		t.Fatal("the network logged no rejected call: the log check below would be vacuous")
 	}
 	for _, phi := range zebulonPHI {
-		if strings.Contains(logs.String(), phi) {
+		if containsValue(logs.String(), phi) {
 			t.Errorf("logs contain patient data %q", phi)
 		}
 	}

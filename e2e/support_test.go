@@ -120,3 +120,46 @@ func assertStates(t *testing.T, rs []*qhinv1.ResponderStatus, want map[string]qh
 		}
 	}
 }
+
+// containsValue reports whether value appears in text as a value of its own:
+// not as a run of digits inside a number or an id (a postal code such as
+// 01103 can occur by chance in a timing like 0.011031 or a hex query id).
+func containsValue(text, value string) bool {
+	for i := 0; ; {
+		j := strings.Index(text[i:], value)
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(value)
+		if !isWordByte(text, start-1) && !isWordByte(text, end) {
+			return true
+		}
+		i = start + 1
+	}
+}
+
+func isWordByte(s string, i int) bool {
+	if i < 0 || i >= len(s) {
+		return false
+	}
+	c := s[i]
+	return c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+func TestContainsValue(t *testing.T) {
+	for _, tt := range []struct {
+		text, value string
+		want        bool
+	}{
+		{`{"postal":"01103"}`, "01103", true},
+		{`code 01103 rejected`, "01103", true},
+		{`{"ms":0.011031}`, "01103", false},
+		{`{"query_id":"9ab01103cd"}`, "01103", false},
+		{`Maria Elena`, "Maria", true},
+		{`Mariana`, "Maria", false},
+	} {
+		if got := containsValue(tt.text, tt.value); got != tt.want {
+			t.Errorf("containsValue(%q, %q) = %v, want %v", tt.text, tt.value, got, tt.want)
+		}
+	}
+}
