@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	flag "github.com/spf13/pflag"
@@ -66,16 +64,12 @@ func run() error {
 		return err
 	}
 	cfg.Logger, cfg.RaftLog = log, os.Stderr
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	stopTracing, err := tracing.Start(ctx, "qhin-broker")
+	ctx, metrics, stop, err := tracing.StartNode("qhin-broker", *metricsListen)
 	if err != nil {
 		return err
 	}
-	defer stopTracing(context.Background())
-	if cfg.MetricsListener, err = cli.ListenMetrics(*metricsListen); err != nil {
-		return err
-	}
+	defer stop()
+	cfg.MetricsListener = metrics
 
 	s, err := broker.New(cfg)
 	if err != nil {

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	flag "github.com/spf13/pflag"
@@ -58,16 +56,12 @@ func run() error {
 	if cfg.Listener, err = net.Listen("tcp", *listen); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	stopTracing, err := tracing.Start(ctx, "qhin-participant")
+	ctx, metrics, stop, err := tracing.StartNode("qhin-participant", *metricsListen)
 	if err != nil {
 		return err
 	}
-	defer stopTracing(context.Background())
-	if cfg.MetricsListener, err = cli.ListenMetrics(*metricsListen); err != nil {
-		return err
-	}
+	defer stop()
+	cfg.MetricsListener = metrics
 
 	s, err := participant.New(cfg)
 	if err != nil {

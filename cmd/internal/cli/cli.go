@@ -8,6 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
+	"syscall"
 
 	flag "github.com/spf13/pflag"
 
@@ -54,4 +57,26 @@ func ListenMetrics(addr string) (net.Listener, error) {
 		return nil, nil
 	}
 	return net.Listen("tcp", addr)
+}
+
+// StartNode prepares what every node process needs: a context that SIGINT
+// and SIGTERM cancel, tracing when --otlp-endpoint was given, and the
+// --metrics-listen listener (nil when empty). stop flushes tracing and
+// releases the signals.
+func (t *Tracing) StartNode(service, metricsAddr string) (ctx context.Context, metrics net.Listener, stop func(), err error) {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	stopTracing, err := t.Start(ctx, service)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	stop = func() {
+		stopTracing(context.Background())
+		cancel()
+	}
+	if metrics, err = ListenMetrics(metricsAddr); err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	return ctx, metrics, stop, nil
 }
