@@ -159,9 +159,11 @@ func boolLevel(equal bool) Level {
 	return 1
 }
 
-// nameLevels compares the given and family names, and crosswise when both
-// look swapped (given name entered as the family name and the other way
-// round) and the crosswise comparison agrees well on both.
+// nameLevels compares the given and family names, and crosswise when they
+// look swapped (a given name entered as the family name, or the other way
+// round): when neither name agrees straight and one agrees crosswise at
+// least as a typo, the better crosswise level stands for the given name and
+// the worse for the family name, which keeps the comparison symmetric.
 func nameLevels(a, b *prepared) (given, family Level) {
 	given, family = Missing, Missing
 	if len(a.Given) > 0 && len(b.Given) > 0 {
@@ -170,26 +172,23 @@ func nameLevels(a, b *prepared) (given, family Level) {
 	if a.Family != "" && b.Family != "" {
 		family = familyLevel(a.Family, b.Family, a.familyJoined, b.familyJoined, a.familyCode, b.familyCode)
 	}
-	if given > 0 && family > 0 {
-		// Crosswise: a's first given name against b's family name and
-		// the other way round, both at least a typo apart.
-		const typo = 2 // index of "typo" in the given name's levels
-		if g := familyLevel(a.first(), b.familyJoined, a.first(), b.familyJoined, a.givenCode, b.familyCode); g <= 1 {
-			if f := familyLevel(a.familyJoined, b.first(), a.familyJoined, b.first(), a.familyCode, b.givenCode); f <= 1 {
-				// The worse of the two crosswise levels stands for
-				// both, which keeps the comparison symmetric.
-				c := max(g, f)
-				cg := Level(0)
-				if c == 1 {
-					cg = typo
-				}
-				if cg < given || c < family {
-					return cg, c
-				}
-			}
-		}
+	const givenPhonetic, familyPhonetic = 4, 4
+	if len(a.Given) == 0 || len(b.Given) == 0 || a.Family == "" || b.Family == "" ||
+		given < givenPhonetic || family < familyPhonetic {
+		return given, family
 	}
-	return given, family
+	x := familyLevel(a.first(), b.Family, a.first(), b.familyJoined, a.givenCode, b.familyCode)
+	y := familyLevel(a.Family, b.first(), a.familyJoined, b.first(), a.familyCode, b.givenCode)
+	lo, hi := min(x, y), max(x, y)
+	if lo > 1 {
+		return given, family
+	}
+	// Family levels exact, typo map to the given name's exact, typo.
+	cg := Level(0)
+	if lo == 1 {
+		cg = 2
+	}
+	return cg, hi
 }
 
 // givenLevel compares the given names of two records that both have some.

@@ -137,7 +137,9 @@ func evalFile(t testing.TB, data []byte, train bool) EvalResult {
 // removed) and splink's fake_1000 with a model trained on each by EM, as
 // `qhinctl match eval` does, and checks precision, recall and F1 against
 // floors: what this matcher achieved when written, minus a margin, so that
-// a change that makes matching worse fails. The matcher was not tuned to
+// a change that makes matching worse fails. Observed when written (trained,
+// match threshold 0.95): F1 0.997, 0.988, 0.987 on FEBRL 1-3, 0.587 on
+// fake_1000, precision 1.000 on all four. The matcher was not tuned to
 // these files; a held-out benchmark the project never sees measures it too.
 func TestEvaluate_FEBRLAndSplink(t *testing.T) {
 	if testing.Short() {
@@ -150,10 +152,10 @@ func TestEvaluate_FEBRLAndSplink(t *testing.T) {
 		data  func(t testing.TB) []byte
 		minF1 float64
 	}{
-		{"febrl1", func(t testing.TB) []byte { return febrlToEval(t, filepath.Join(febrl, "dataset1.csv")) }, 0},
-		{"febrl2", func(t testing.TB) []byte { return febrlToEval(t, filepath.Join(febrl, "dataset2.csv")) }, 0},
-		{"febrl3", func(t testing.TB) []byte { return febrlToEval(t, filepath.Join(febrl, "dataset3.csv")) }, 0},
-		{"fake_1000", func(t testing.TB) []byte { return splinkToEval(t, filepath.Join(splink, "fake_1000.csv")) }, 0},
+		{"febrl1", func(t testing.TB) []byte { return febrlToEval(t, filepath.Join(febrl, "dataset1.csv")) }, 0.98},
+		{"febrl2", func(t testing.TB) []byte { return febrlToEval(t, filepath.Join(febrl, "dataset2.csv")) }, 0.975},
+		{"febrl3", func(t testing.TB) []byte { return febrlToEval(t, filepath.Join(febrl, "dataset3.csv")) }, 0.98},
+		{"fake_1000", func(t testing.TB) []byte { return splinkToEval(t, filepath.Join(splink, "fake_1000.csv")) }, 0.55},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, train := range []bool{true, false} {

@@ -211,9 +211,11 @@ type Pair struct {
 	// Probability is the probability that the two records are the same
 	// person, 1/(1+2^-Weight).
 	Probability float64
-	// Identified reports whether a field beyond the names agreed: the
-	// birth date, phone, address or postal code at a level of positive
-	// weight. Names alone, however rare, never link two records.
+	// Identified reports whether both records have a given or family name
+	// to compare and a field beyond the names (birth date, phone, address
+	// or postal code) agreed at a level of positive weight. Names alone,
+	// however rare, never link two records, and neither does a household
+	// without a name.
 	Identified bool
 	// Decision is Match or Possible when Identified and Probability
 	// reaches the model's threshold, else NonMatch.
@@ -229,10 +231,22 @@ func (p Pair) Score() float64 {
 	return p.Probability
 }
 
-// identifyingFields are the fields whose agreement lets a pair link.
-// Gender, city and state are shared by too many people to identify anyone;
-// names are common to strangers ("John Murray").
+// A pair links only when both records have a name to compare and a field
+// beyond the names agrees: names are common to strangers ("John Murray"),
+// and a birth date and an address without a name are a household, not a
+// person. Gender, city and state are shared by too many people to identify
+// anyone.
 var identifyingFields = [...]Field{FieldBirthDate, FieldPhone, FieldStreet, FieldPostalCode}
+
+// agrees reports whether one of fields agrees at a level of positive weight.
+func agrees(p *Pair, fields []Field) bool {
+	for _, f := range fields {
+		if p.Levels[f] != Missing && p.Weights[f] > 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // Compare compares two records under the model, without term-frequency
 // adjustment.
@@ -272,12 +286,7 @@ func (m *Model) compare(a, b *prepared, tf *TermFrequencies) Pair {
 		p.Weights[f] = w
 		p.Weight += w
 	}
-	for _, f := range identifyingFields {
-		if p.Levels[f] != Missing && p.Weights[f] > 0 {
-			p.Identified = true
-			break
-		}
-	}
+	p.Identified = (p.Levels[FieldGiven] != Missing || p.Levels[FieldFamily] != Missing) && agrees(&p, identifyingFields[:])
 	p.Probability = probability(p.Weight)
 	if p.Identified {
 		switch {
