@@ -2,6 +2,7 @@ package match
 
 import (
 	"cmp"
+	"context"
 	"slices"
 	"strconv"
 	"sync"
@@ -381,4 +382,20 @@ func soundexDigit(c byte) byte {
 		return '6'
 	}
 	return 0
+}
+
+// Train fits the index's model to its own records with [Train], starting
+// from the model it scores with, and scores with the result from then on.
+// A member's records hold few duplicates, so EM usually keeps the base
+// model's m and learns the member's own u (how often strangers agree) and
+// term frequencies; the prior stays the base model's.
+func (x *Index) Train(ctx context.Context, opts TrainOptions) (TrainReport, error) {
+	opts.EstimatePrior = false
+	base := x.Model()
+	m, rep, err := Train(ctx, x.Records(), nil, base, opts)
+	if err != nil {
+		return rep, err
+	}
+	x.model.CompareAndSwap(base, m)
+	return rep, nil
 }

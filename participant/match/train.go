@@ -19,9 +19,11 @@ type TrainOptions struct {
 	// (default 1,000,000; a sample when a rule gives more).
 	MaxRulePairs int
 	// MinMatches is the fewest matches EM must find among a rule's pairs
-	// for its m estimates to count (default 50): a member's own records
-	// hold few duplicates, and m estimated from a handful is noise, so
-	// such a member keeps the base model's m and trains u only.
+	// for its m estimates to count (default 50), and they must look like
+	// matches (exact agreement likelier than among random pairs on every
+	// field): a member's own records hold few duplicates, and m estimated
+	// from a handful is noise, so such a member keeps the base model's m
+	// and trains u only.
 	MinMatches float64
 	// MaxIterations and Tolerance stop EM (defaults 100 and 1e-6).
 	MaxIterations int
@@ -214,7 +216,7 @@ func Train(ctx context.Context, a, b []Record, base *Model, opts TrainOptions) (
 		}
 		est, lambda, iters := em(patterns, m, skip, opts)
 		rr.Matches, rr.Iterations = lambda*float64(pairs), iters
-		if rr.Matches >= opts.MinMatches {
+		if rr.Matches >= opts.MinMatches && plausible(est, m) {
 			rr.Used = true
 			for f := range NumFields {
 				if skip[f] || est[f] == nil {
@@ -508,6 +510,19 @@ func em(patterns map[pattern]float64, m *Model, skip [NumFields]bool, opts Train
 		}
 	}
 	return est, lambda, iters
+}
+
+// plausible reports whether EM's matches look like matches: for every field
+// it estimated, exact agreement is likelier among them than among random
+// pairs. Among records without duplicates EM still splits pairs in two
+// (people who share a name, say), and such a split says nothing about m.
+func plausible(est [NumFields][]float64, m *Model) bool {
+	for f := range NumFields {
+		if est[f] != nil && est[f][0] <= m.params.Fields[f].Levels[0].U {
+			return false
+		}
+	}
+	return true
 }
 
 // priorEM estimates how many of the union's pairs are matches under m, by
