@@ -1,6 +1,9 @@
 package match
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Field is one compared demographic field.
 type Field uint8
@@ -98,10 +101,12 @@ type prepared struct {
 	Record
 	givenJoined  string // given names joined without spaces
 	familyJoined string // family name parts joined without spaces
-	givenCode    string // NYSIIS of the first given name
+	givenCode    string   // NYSIIS of the first given name
+	canonical    string   // the first given name, nickname resolved
+	nicknames    []string // nickname pairs of the first given name (shared)
 	familyCode   string // NYSIIS of the joined family name
 	birth        [8]byte
-	birthDays    int // days since 0001-01-01 of the birth date, clamped to a calendar date
+	birthDays    int    // days since 0001-01-01 of the birth date, clamped to a calendar date
 	streetNum    string // house number
 	streetName   string // the rest of the street line, without spaces
 }
@@ -114,6 +119,8 @@ func prepare(r Record) prepared {
 			p.givenJoined = strings.Join(r.Given, "")
 		}
 		p.givenCode = nysiis(r.Given[0])
+		p.canonical = canonicalGiven(r.Given[0])
+		p.nicknames = nicknameRelation[r.Given[0]]
 	}
 	if r.Family != "" {
 		p.familyJoined = r.Family
@@ -177,6 +184,11 @@ func nameLevels(a, b *prepared) (given, family Level) {
 		given < givenPhonetic || family < familyPhonetic {
 		return given, family
 	}
+	// Crosswise agreement this close (exact or a typo) keeps the first
+	// letter in all but rare cases; skip the comparison otherwise.
+	if a.first()[0] != b.familyJoined[0] && a.familyJoined[0] != b.first()[0] {
+		return given, family
+	}
 	x := familyLevel(a.first(), b.Family, a.first(), b.familyJoined, a.givenCode, b.familyCode)
 	y := familyLevel(a.Family, b.first(), a.familyJoined, b.first(), a.familyCode, b.givenCode)
 	lo, hi := min(x, y), max(x, y)
@@ -197,7 +209,7 @@ func givenLevel(a, b *prepared) Level {
 	switch {
 	case fa == fb || a.givenJoined == b.givenJoined:
 		return 0
-	case isNickname(fa, fb) || canonicalGiven(fa) == canonicalGiven(fb):
+	case slices.Contains(a.nicknames, fb) || a.canonical == b.canonical:
 		return 1
 	}
 	jw := jaroWinkler(fa, fb)

@@ -110,8 +110,18 @@ func Evaluate(ctx context.Context, a, b []LabeledRecord, opts EvalOptions) (Eval
 			}
 		}
 		cands = cands[:0]
+		var found [numKeys][]int32
+		n := 0
 		for _, k := range blockKeys(&pa[i], kbuf[:0]) {
-			if blk := blocks[k]; len(blk) <= maxBlock {
+			if blk := blocks[k]; len(blk) > 0 && len(blk) <= maxBlock {
+				found[n] = blk
+				n++
+			}
+		}
+		// As Index.Search does: smallest blocks first, within a budget.
+		slices.SortStableFunc(found[:n], func(a, b []int32) int { return len(a) - len(b) })
+		for _, blk := range found[:n] {
+			if len(cands)+len(blk) <= maxCandidates {
 				cands = append(cands, blk...)
 			}
 		}

@@ -145,10 +145,16 @@ func (x *Index) unfile(slot uint32) {
 	}
 }
 
-// maxBlock is the largest block a search compares. A larger block is a key
-// too common to tell anyone apart (every "Smith, J…" in one ZIP code of a
-// big index); the other keys of the query still find its person.
-const maxBlock = 4096
+// Bounds on the work of one search. A search looks in the query's blocks
+// smallest first, the most telling keys (phone, birth date, address) before
+// the common ones, and skips a block that would take it past
+// maxCandidates, as it skips any block larger than maxBlock: such a key is
+// too common to tell anyone apart (every "Smith, J…" born in 1980 in a big
+// index), and the query's other keys still find its person.
+const (
+	maxBlock      = 4096
+	maxCandidates = 1024
+)
 
 // Search returns the patients whose score against q is at least threshold,
 // best first (ties by id), at most limit of them; limit <= 0 means no
@@ -160,17 +166,13 @@ func (x *Index) Search(q Record, threshold float64, limit int) []Result {
 	keys := blockKeys(&p, kbuf[:0])
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	n := 0
-	for _, k := range keys {
-		if b := len(x.blocks[k]); b <= maxBlock {
-			n += b
+	var bbuf [numKeys][]uint32
+	cands := make([]uint32, 0, 64)
+	for _, b := range x.blocksOf(keys, bbuf[:0]) {
+		if len(cands)+len(b) > maxCandidates {
+			continue
 		}
-	}
-	cands := make([]uint32, 0, n)
-	for _, k := range keys {
-		if b := x.blocks[k]; len(b) <= maxBlock {
-			cands = append(cands, b...)
-		}
+		cands = append(cands, b...)
 	}
 	slices.Sort(cands)
 	cands = slices.Compact(cands)
@@ -191,6 +193,18 @@ func (x *Index) Search(q Record, threshold float64, limit int) []Result {
 		out = out[:limit:limit]
 	}
 	return out
+}
+
+// blocksOf appends the blocks of keys to dst, smallest first, leaving out
+// empty blocks and blocks larger than maxBlock. x.mu is held.
+func (x *Index) blocksOf(keys []uint64, dst [][]uint32) [][]uint32 {
+	for _, k := range keys {
+		if b := x.blocks[k]; len(b) > 0 && len(b) <= maxBlock {
+			dst = append(dst, b)
+		}
+	}
+	slices.SortStableFunc(dst, func(a, b []uint32) int { return cmp.Compare(len(a), len(b)) })
+	return dst
 }
 
 // numKeys is the largest number of blocking keys of a record.

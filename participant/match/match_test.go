@@ -2,6 +2,7 @@ package match
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
@@ -236,9 +237,13 @@ func TestLevels(t *testing.T) {
 	g := func(given string) *qhinv1.Demographics { return &qhinv1.Demographics{Given: given} }
 	fam := func(family string) *qhinv1.Demographics { return &qhinv1.Demographics{Family: family} }
 	dob := func(s string) *qhinv1.Demographics { return &qhinv1.Demographics{BirthDate: s} }
-	zip := func(s string) *qhinv1.Demographics { return &qhinv1.Demographics{Address: &qhinv1.Address{PostalCode: s}} }
+	zip := func(s string) *qhinv1.Demographics {
+		return &qhinv1.Demographics{Address: &qhinv1.Address{PostalCode: s}}
+	}
 	ph := func(s string) *qhinv1.Demographics { return &qhinv1.Demographics{Phone: s} }
-	st := func(s string) *qhinv1.Demographics { return &qhinv1.Demographics{Address: &qhinv1.Address{Lines: []string{s}}} }
+	st := func(s string) *qhinv1.Demographics {
+		return &qhinv1.Demographics{Address: &qhinv1.Address{Lines: []string{s}}}
+	}
 	for _, tc := range []struct {
 		name string
 		a, b *qhinv1.Demographics
@@ -287,5 +292,32 @@ func TestLevels(t *testing.T) {
 				t.Errorf("%s level = %s, want %s", tc.f, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestPair_ExplanationNamesFieldsAndLevelsOnly(t *testing.T) {
+	p := DefaultModel().Compare(Normalize(ellenP1()), Normalize(ellenP2()))
+	e := p.Explanation()
+	if e.Decision != qhinv1.MatchDecision_MATCH_DECISION_MATCH || e.MatchWeight != p.Weight {
+		t.Errorf("explanation %v, want a match of weight %v", e, p.Weight)
+	}
+	got := map[string]string{}
+	for _, f := range e.Fields {
+		got[f.Field] = f.Level
+	}
+	want := map[string]string{"given": "typo", "family": "exact", "birth_date": "exact", "gender": "same",
+		"postal_code": "district", "phone": "exact", "city": "exact", "state": "exact"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("field %s level %q, want %q", k, got[k], v)
+		}
+	}
+	if _, ok := got["address"]; ok {
+		t.Error("address explained though one record has none")
+	}
+	for _, v := range []string{"ellen", "vasquez", "1958", "773", "60614", "elm"} {
+		if strings.Contains(strings.ToLower(e.String()), v) {
+			t.Errorf("explanation holds the value %q", v)
+		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
 // Model is a Fellegi–Sunter record-linkage model: for every field and
@@ -348,3 +350,25 @@ func Score(a, b Record) float64 { return defaultModel.Compare(a, b).Score() }
 // model: their comparison is a [Match]. The broker merges candidates of
 // different members with it.
 func SamePerson(a, b Record) bool { return defaultModel.Compare(a, b).Decision == Match }
+
+// Explanation returns the pair's comparison for a discovery answer: the
+// decision, the total match weight, and each field both records hold with
+// its level and weight. It names fields and levels only, never a value.
+func (p Pair) Explanation() *qhinv1.MatchExplanation {
+	e := &qhinv1.MatchExplanation{MatchWeight: p.Weight}
+	switch p.Decision {
+	case Match:
+		e.Decision = qhinv1.MatchDecision_MATCH_DECISION_MATCH
+	case Possible:
+		e.Decision = qhinv1.MatchDecision_MATCH_DECISION_POSSIBLE
+	}
+	for f := range NumFields {
+		if l := p.Levels[f]; l != Missing {
+			e.Fields = append(e.Fields, &qhinv1.FieldComparison{Field: f.String(), Level: fieldLevels[f][l], Weight: p.Weights[f]})
+		}
+	}
+	return e
+}
+
+// ScoreDemographics normalizes a and b and scores them with [Score].
+func ScoreDemographics(a, b *qhinv1.Demographics) float64 { return Score(Normalize(a), Normalize(b)) }
