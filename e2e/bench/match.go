@@ -83,16 +83,16 @@ type MatchResult struct {
 	// Recall is the share of queries whose true record (same person) is
 	// among the results; RecallVaried the same over the queries whose two
 	// records differ; Top1 the share whose best result is the true record.
-	Recall         float64  `json:"recall"`
-	RecallVaried   float64  `json:"recall_varied"`
+	Recall       float64 `json:"recall"`
+	RecallVaried float64 `json:"recall_varied"`
 	// RecallMatch and RecallMatchVaried count only true records the
 	// matcher declared a match (probability at the match threshold),
 	// not a possible match.
-	RecallMatch       float64 `json:"recall_match"`
-	RecallMatchVaried float64 `json:"recall_match_varied"`
-	Top1           float64  `json:"top1"`
-	MeanCandidates float64  `json:"mean_candidates"`
-	Notes          []string `json:"notes"`
+	RecallMatch       float64  `json:"recall_match"`
+	RecallMatchVaried float64  `json:"recall_match_varied"`
+	Top1              float64  `json:"top1"`
+	MeanCandidates    float64  `json:"mean_candidates"`
+	Notes             []string `json:"notes"`
 }
 
 // MatchRun is one variant's searches.

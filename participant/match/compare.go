@@ -99,12 +99,12 @@ const (
 // once.
 type prepared struct {
 	Record
-	givenJoined  string // given names joined without spaces
-	familyJoined string // family name parts joined without spaces
+	givenJoined  string   // given names joined without spaces
+	familyJoined string   // family name parts joined without spaces
 	givenCode    string   // NYSIIS of the first given name
 	canonical    string   // the first given name, nickname resolved
 	nicknames    []string // nickname pairs of the first given name (shared)
-	familyCode   string // NYSIIS of the joined family name
+	familyCode   string   // NYSIIS of the joined family name
 	birth        [8]byte
 	birthDays    int    // days since 0001-01-01 of the birth date, clamped to a calendar date
 	streetNum    string // house number
