@@ -148,12 +148,13 @@ func (x *Index) unfile(slot uint32) {
 // Bounds on the work of one search. A search looks in the query's blocks
 // smallest first, the most telling keys (phone, birth date, address) before
 // the common ones, and skips a block that would take it past
-// maxCandidates, as it skips any block larger than maxBlock: such a key is
+// maxCandidates (each candidate costs a few cache misses in an index of a
+// million), as it skips any block larger than maxBlock: such a key is
 // too common to tell anyone apart (every "Smith, J…" born in 1980 in a big
 // index), and the query's other keys still find its person.
 const (
 	maxBlock      = 4096
-	maxCandidates = 1024
+	maxCandidates = 128
 )
 
 // Search returns the patients whose score against q is at least threshold,
