@@ -84,8 +84,8 @@ func round6(x float64) float64 {
 // so that the shipped parameters are reproducible. Run with -update-model
 // to rewrite the file.
 func TestDefaultModel_IsTrainedOnSynthetic(t *testing.T) {
-	if testing.Short() {
-		t.Skip("trains on 30,000 synthetic persons")
+	if testing.Short() || raceEnabled {
+		t.Skip("trains on 30,000 synthetic persons (run without -race and -short)")
 	}
 	m, rep := trainDefaultModel(t)
 	for _, r := range rep.Rules {

@@ -13,9 +13,9 @@ import (
 // and the prior against the true share of matching pairs.
 func TestTrain_RecoversParametersOfKnownTruth(t *testing.T) {
 	if testing.Short() {
-		t.Skip("trains on 8,000 synthetic persons")
+		t.Skip("trains on 4,000 synthetic persons")
 	}
-	recs, person := syntheticTrainingSet(t, 4242, 8000)
+	recs, person := syntheticTrainingSet(t, 4242, 4000)
 	m, rep, err := Train(context.Background(), recs, nil, DefaultModel(), TrainOptions{EstimatePrior: true, Seed: 3})
 	if err != nil {
 		t.Fatal(err)
