@@ -70,7 +70,7 @@ func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderD
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "read patient %s: %v", m.ID, err)
 		}
-		resp.Candidates = append(resp.Candidates, &qhinv1.Candidate{PatientId: m.ID, Demographics: d, Score: m.Score})
+		resp.Candidates = append(resp.Candidates, &qhinv1.Candidate{PatientId: m.ID, Demographics: d, Score: m.Score, Explanation: m.Pair.Explanation()})
 	}
 	r.s.log.InfoContext(ctx, "discover", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
 		"purpose", req.Context.PurposeOfUse, "candidates", len(resp.Candidates))

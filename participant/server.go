@@ -39,6 +39,10 @@ type Config struct {
 	// match.DefaultThreshold when zero.
 	MatchThreshold float64
 	MaxCandidates  int
+	// TrainMatcher fits the matcher's model to the member's own records
+	// (EM, match.Index.Train) once they are loaded at start; otherwise the
+	// network's default model scores. Server.TrainMatcher does it on demand.
+	TrainMatcher bool
 	// Delay holds every answer back by this long: an injected latency for
 	// benchmarks and fault tests. Zero in production.
 	Delay time.Duration
@@ -96,6 +100,11 @@ func New(cfg Config) (*Server, error) {
 	}); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("participant %s: load patients: %w", id.Name, err)
+	}
+	if cfg.TrainMatcher {
+		if err := s.TrainMatcher(context.Background()); err != nil {
+			log.Warn("matcher keeps the default model", "err", err)
+		}
 	}
 
 	// The Responder is for brokers only. The TLS handshake refuses
@@ -207,6 +216,24 @@ func (s *Server) PutDocuments(ctx context.Context, docs []store.NewDocument) err
 
 // Counts returns how many patients and documents the participant holds.
 func (s *Server) Counts() (patients, documents int, err error) { return s.store.Counts() }
+
+// TrainMatcher fits the matcher's model to the member's own records by EM:
+// u (how often strangers agree) and term frequencies from them, m from them
+// only where they hold enough duplicates, the default's otherwise.
+func (s *Server) TrainMatcher(ctx context.Context) error {
+	rep, err := s.index.Train(ctx, match.TrainOptions{})
+	if err != nil {
+		return fmt.Errorf("train matcher: %w", err)
+	}
+	used := 0
+	for _, r := range rep.Rules {
+		if r.Used {
+			used++
+		}
+	}
+	s.log.Info("matcher trained", "records", rep.Records, "random_pairs", rep.RandomPairs, "m_rules_used", used)
+	return nil
+}
 
 // Search finds the local patients that match demographics, best first.
 func (s *Server) Search(d *qhinv1.Demographics) []match.Result {

@@ -34,6 +34,7 @@ func run() error {
 	brokers := flag.StringSlice("broker", nil, "broker gRPC address(es) for the member's own queries")
 	apiListen := flag.String("api-listen", "", "loopback address where the member's EHR sends Gateway queries (off when empty)")
 	flag.DurationVar(&cfg.Delay, "inject-latency", 0, "hold every answer back this long (benchmarks only)")
+	flag.BoolVar(&cfg.TrainMatcher, "match-train", false, "fit the matcher to this member's records (EM) at start")
 	metricsListen := flag.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
 	var tracing cli.Tracing
 	tracing.AddFlags(flag.CommandLine)

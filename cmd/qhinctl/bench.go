@@ -453,6 +453,7 @@ func printMatch(w io.Writer, r *bench.MatchResult) {
 	t = &table{tw: newTabWriter(w)}
 	t.row("RECALL", "ALL", "VARIED", "TOP-1", "MEAN RESULTS")
 	t.row(fmt.Sprintf("score ≥ %.2f", o.Threshold), fmt.Sprintf("%.4f", r.Recall), fmt.Sprintf("%.4f", r.RecallVaried), fmt.Sprintf("%.4f", r.Top1), fmt.Sprintf("%.2f", r.MeanCandidates))
+	t.row("decided match", fmt.Sprintf("%.4f", r.RecallMatch), fmt.Sprintf("%.4f", r.RecallMatchVaried), "", "")
 	t.tw.Flush()
 	fmt.Fprintln(w)
 	printNotes(w, r.Notes)

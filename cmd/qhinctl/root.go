@@ -66,6 +66,7 @@ func newRoot() *cobra.Command {
 		newClusterCmd(g),
 		newImportCmd(g),
 		newBenchCmd(g),
+		newMatchCmd(g),
 	)
 	return root
 }

@@ -24,8 +24,8 @@ type MatchOptions struct {
 	Rounds int `json:"rounds"`
 	// Goroutines of the parallel variant (default NumCPU).
 	Goroutines int `json:"goroutines"`
-	// Threshold and Limit of each search (defaults match.DefaultThreshold
-	// and 10, as a participant answers).
+	// Threshold and Limit of each search (defaults match.DefaultThreshold,
+	// a possible match, and 10, as a participant answers).
 	Threshold float64 `json:"threshold"`
 	Limit     int     `json:"limit"`
 	// Seed of the synthetic population (default 1).
@@ -83,11 +83,16 @@ type MatchResult struct {
 	// Recall is the share of queries whose true record (same person) is
 	// among the results; RecallVaried the same over the queries whose two
 	// records differ; Top1 the share whose best result is the true record.
-	Recall         float64  `json:"recall"`
-	RecallVaried   float64  `json:"recall_varied"`
-	Top1           float64  `json:"top1"`
-	MeanCandidates float64  `json:"mean_candidates"`
-	Notes          []string `json:"notes"`
+	Recall       float64 `json:"recall"`
+	RecallVaried float64 `json:"recall_varied"`
+	// RecallMatch and RecallMatchVaried count only true records the
+	// matcher declared a match (probability at the match threshold),
+	// not a possible match.
+	RecallMatch       float64  `json:"recall_match"`
+	RecallMatchVaried float64  `json:"recall_match_varied"`
+	Top1              float64  `json:"top1"`
+	MeanCandidates    float64  `json:"mean_candidates"`
+	Notes             []string `json:"notes"`
 }
 
 // MatchRun is one variant's searches.
@@ -190,7 +195,7 @@ func Match(ctx context.Context, o MatchOptions, progress Progress) (*MatchResult
 	}
 
 	// Recall, from one pass (searches are deterministic).
-	var found, foundVaried, top1, cands int
+	var found, foundVaried, matched, matchedVaried, top1, cands int
 	for _, q := range queries {
 		rs := x.Search(match.Normalize(q.d), o.Threshold, o.Limit)
 		cands += len(rs)
@@ -203,12 +208,20 @@ func Match(ctx context.Context, o MatchOptions, progress Progress) (*MatchResult
 				if i == 0 {
 					top1++
 				}
+				if r.Pair.Decision == match.Match {
+					matched++
+					if q.varied {
+						matchedVaried++
+					}
+				}
 				break
 			}
 		}
 	}
 	res.Recall = ratio(float64(found), float64(len(queries)))
 	res.RecallVaried = ratio(float64(foundVaried), float64(res.VariedQueries))
+	res.RecallMatch = ratio(float64(matched), float64(len(queries)))
+	res.RecallMatchVaried = ratio(float64(matchedVaried), float64(res.VariedQueries))
 	res.Top1 = ratio(float64(top1), float64(len(queries)))
 	res.MeanCandidates = ratio(float64(cands), float64(len(queries)))
 
@@ -235,7 +248,8 @@ func Match(ctx context.Context, o MatchOptions, progress Progress) (*MatchResult
 	res.Notes = []string{
 		fmt.Sprintf("index: p1's share of a synthetic population registered at p1 and p2 (%d persons generated); queries: p2's records of persons both hold", res.Persons),
 		"varied queries: the later of the person's two registrations carries typos, a nickname, a missing middle name, a move, a missing phone or a birth-date typo",
-		fmt.Sprintf("threshold %.2f, at most %d results per search; single and parallel runs alternate A B B A, %d rounds each", o.Threshold, o.Limit, o.Rounds),
+		fmt.Sprintf("threshold %.2f (a possible match; the match threshold is %.2f), at most %d results per search; single and parallel runs alternate A B B A, %d rounds each", o.Threshold, match.MatchThreshold, o.Limit, o.Rounds),
+		"the matcher is the default model (trained on a synthetic population of another seed) with term frequencies from the index",
 		"heap is process-wide HeapInuse growth after a collection",
 	}
 	return res, nil

@@ -9,7 +9,7 @@ import (
 
 var (
 	sinkRecord  Record
-	sinkScore   float64
+	sinkPair    Pair
 	sinkResults []Result
 )
 
@@ -20,6 +20,7 @@ func BenchmarkNormalize(b *testing.B) {
 	}{
 		{"ASCII", demo("Robert James", "O'Connell", "1980-04-12", "male", "02139-4307", "+1 (617) 555-0123")},
 		{"Accented", demo("José María", "Ordóñez García", "1980-04-12", "female", "02139-4307", "+1 (617) 555-0123")},
+		{"InternationalPhone", demo("Robert James", "O'Connell", "1980-04-12", "male", "SW1A 1AA", "+44 (0)20 7946 0958")},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -30,39 +31,29 @@ func BenchmarkNormalize(b *testing.B) {
 	}
 }
 
-func BenchmarkScore(b *testing.B) {
-	q := Normalize(robert())
+func BenchmarkCompare(b *testing.B) {
+	q := prepare(Normalize(robert()))
 	for _, bc := range []struct {
 		name string
-		r    Record
+		r    *qhinv1.Demographics
 	}{
-		{"Identical", Normalize(robert())},
-		{"Typos", Normalize(demo("Bob", "OConnel", "1980-04-21", "male", "94110", ""))},
-		{"Different", Normalize(demo("Mary", "Smith", "1955-11-03", "female", "73301", "512-555-0456"))},
+		{"Identical", robert()},
+		{"Typos", demo("Bob", "OConnel", "1980-04-21", "male", "94110", "")},
+		{"Different", demo("Mary", "Smith", "1955-11-03", "female", "73301", "512-555-0456")},
 	} {
+		r := prepare(Normalize(bc.r))
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				sinkScore = Score(q, bc.r)
+				sinkPair = DefaultModel().compare(&q, &r, nil)
 			}
 		})
 	}
 }
 
-// BenchmarkJaroWinkler measures the string similarity Score spends most of
-// its time in.
-func BenchmarkJaroWinkler(b *testing.B) {
-	pairs := [][2]string{{"oconnell", "oconel"}, {"robert", "rupert"}, {"katherine", "catherine"}, {"smith", "garcia"}}
-	b.ReportAllocs()
-	for b.Loop() {
-		for _, p := range pairs {
-			sinkScore = jaroWinkler(p[0], p[1])
-		}
-	}
-}
-
 // BenchmarkIndexSearch searches an index of 100,000 synthetic patients for
-// perturbed copies of indexed patients (one field changed each).
+// perturbed copies of indexed patients (one field changed each), and
+// reports the patients compared per search.
 func BenchmarkIndexSearch(b *testing.B) {
 	recs := synthRecords(100_000, 42)
 	x := fillIndex(recs)
@@ -80,14 +71,24 @@ func BenchmarkIndexSearch(b *testing.B) {
 			q.BirthDay = q.BirthDay%28 + 1
 		case 2: // moved
 			q.PostalCode, q.Phone = "99999", ""
-		case 3: // nickname-free exact copy
+		case 3: // exact copy
 		}
 		queries[i] = q
 	}
+	compared := 0
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		sinkResults = x.Search(queries[i%len(queries)], DefaultThreshold, 10)
+		q := queries[i%len(queries)]
+		sinkResults = x.Search(q, DefaultThreshold, 10)
+		p := prepare(q)
+		var bbuf [numKeys][]uint32
+		x.mu.RLock()
+		for _, blk := range x.blocksOf(blockKeys(&p, nil), bbuf[:0]) {
+			compared += len(blk)
+		}
+		x.mu.RUnlock()
 		i++
 	}
+	b.ReportMetric(float64(compared)/float64(i), "blocked/op")
 }

@@ -1,12 +1,19 @@
 package match
 
-// nicknames maps a normalized nickname or spelling variant to the canonical
-// given name it stands for. Keys and values are in the form produced by
-// normalizeName (lowercase ASCII letters for these entries). Ambiguous
-// nicknames (al, sam, pat as a female name, ...) map to their most common
-// canonical name; Score also compares the raw names, so a wrong guess here
-// costs nothing.
-var nicknames = map[string]string{
+import (
+	_ "embed"
+	"slices"
+	"strings"
+)
+
+// canonicalNames maps a common nickname or spelling variant to the one
+// formal given name it most often stands for. Blocking keys and locator
+// tokens need one canonical form per name. Comparisons use
+// nicknameRelation instead, built from data/nicknames.csv (and these pairs),
+// which knows many more names and lets a nickname stand for several formal
+// names. Ambiguous nicknames (al, sam, pat) map to their most common formal
+// name here.
+var canonicalNames = map[string]string{
 	// robert
 	"bob": "robert", "bobby": "robert", "rob": "robert", "robbie": "robert", "robby": "robert",
 	// william
@@ -75,8 +82,55 @@ var nicknames = map[string]string{
 
 // canonicalGiven returns the canonical form of a normalized given name.
 func canonicalGiven(name string) string {
-	if c, ok := nicknames[name]; ok {
+	if c, ok := canonicalNames[name]; ok {
 		return c
 	}
 	return name
+}
+
+//go:embed data/nicknames.csv
+var nicknamesCSV string
+
+// supplementNicknames are Spanish hypocoristics missing from
+// data/nicknames.csv, which lists English names: each a common short form
+// and its formal name, as listed in the Spanish section of Wikipedia's
+// "Hypocorism" article.
+var supplementNicknames = [][2]string{
+	{"pepe", "jose"}, {"paco", "francisco"}, {"pancho", "francisco"}, {"lupe", "guadalupe"}, {"chuy", "jesus"},
+	{"nacho", "ignacio"}, {"memo", "guillermo"}, {"lalo", "eduardo"}, {"concha", "concepcion"}, {"chema", "jose maria"},
+	{"quique", "enrique"}, {"toño", "antonio"}, {"chepe", "jose"}, {"beto", "alberto"}, {"rafa", "rafael"},
+}
+
+// nicknameRelation maps a normalized given name to the names it is a
+// nickname of or has as nicknames: the lines of data/nicknames.csv read
+// both ways, and the supplement. Built once at start.
+var nicknameRelation = func() map[string][]string {
+	rel := map[string][]string{}
+	add := func(a, b string) {
+		a, b = normalizeName(a), normalizeName(b)
+		if a == "" || b == "" || a == b || slices.Contains(rel[a], b) {
+			return
+		}
+		rel[a] = append(rel[a], b)
+		rel[b] = append(rel[b], a)
+	}
+	for line := range strings.SplitSeq(nicknamesCSV, "\n") {
+		names := strings.Split(strings.TrimSpace(line), ",")
+		for _, n := range names[1:] {
+			add(names[0], n)
+		}
+	}
+	for _, p := range supplementNicknames {
+		add(p[0], p[1])
+	}
+	for canon, formal := range canonicalNames {
+		add(canon, formal)
+	}
+	return rel
+}()
+
+// isNickname reports whether two different normalized given names are a
+// nickname pair ("bill" and "william", "peggy" and "margaret").
+func isNickname(a, b string) bool {
+	return slices.Contains(nicknameRelation[a], b)
 }

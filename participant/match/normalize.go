@@ -2,7 +2,6 @@ package match
 
 import (
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -11,35 +10,51 @@ import (
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
-// Record is a person's demographics in the normalized form that [Score] and
-// [Index] compare. The zero value of a field means "unknown"; unknown fields
-// take no part in a comparison. Build one with [Normalize].
+// Record is a person's demographics in the normalized form that a [Model]
+// compares. The zero value of a field means "unknown"; unknown fields take
+// no part in a comparison. Build one with [Normalize].
 type Record struct {
 	// Given holds the given names as tokens, first name first: lowercase
-	// letters and digits, without diacritics, apostrophes or hyphens
-	// ("José María" → ["jose" "maria"], "O'Neil" → ["oneil"]).
+	// letters and digits without diacritics or apostrophes, titles (Mr,
+	// Dr, Sir) and suffixes (Jr, III, 1st) left out ("Dr. José-María" →
+	// ["jose" "maria"], "O'Neil" → ["oneil"]).
 	Given []string
-	// Family is the family name in the same form, inner spaces collapsed to
-	// one and generational suffixes (jr, sr, ii, iii, iv) dropped.
+	// Family is the family name in the same form, its parts separated by
+	// one space: a hyphen counts as a space ("Vasquez-Whitford" →
+	// "vasquez whitford"), and comparisons also try the parts joined.
 	Family string
-	// BirthYear, BirthMonth and BirthDay form a real calendar date, or are
-	// all zero.
+	// BirthYear, BirthMonth and BirthDay are the birth date as written,
+	// or all zero. They need not form a calendar date: a record that says
+	// 1961-02-30 keeps it, so that a typo still compares digit by digit.
 	BirthYear, BirthMonth, BirthDay int
 	// Gender is "male", "female", "other" or "" when unknown.
 	Gender string
-	// PostalCode is the first five letters or digits of the postal code,
-	// lowercase ("02139-4307" → "02139").
+	// PostalCode holds the letters and digits of the postal code,
+	// lowercase, at most 10; a US ZIP+4 is cut to its ZIP code
+	// ("02139-4307" → "02139", "SW1A 1AA" → "sw1a1aa").
 	PostalCode string
-	// Phone is the last ten digits of the phone number, or "" when it has
-	// fewer than seven digits.
+	// Phone is the number in E.164 form ("+17735550188"), or the digits
+	// of a local number of 7 to 9 digits without its area code
+	// ("5550188"), or "" when unknown.
 	Phone string
+	// Street is the first address line, lowercase, with USPS
+	// abbreviations for street types, directions and unit designators
+	// ("12 North Elm Street" → "12 n elm st").
+	Street string
+	// City is the city in the same form as names, with st/ft/mt spelled
+	// out ("St. Louis" → "saint louis").
+	City string
+	// State is the two-letter USPS code of a US state or territory
+	// ("Illinois" → "il"), or another state or province as a name.
+	State string
 }
 
 // HasBirthDate reports whether r holds a birth date.
 func (r Record) HasBirthDate() bool { return r.BirthYear != 0 }
 
-// CanonicalFirstName returns the first given name in canonical form, with
-// nicknames resolved ("bob" → "robert"), or "" when r has no given name.
+// CanonicalFirstName returns the first given name with a common nickname
+// resolved ("bob" → "robert"), or "" when r has no given name. Blocking keys
+// and record-locator tokens use it; comparisons use the full nickname table.
 func (r Record) CanonicalFirstName() string {
 	if len(r.Given) == 0 {
 		return ""
@@ -64,22 +79,66 @@ func Normalize(d *qhinv1.Demographics) Record {
 	if d == nil {
 		return r
 	}
-	if given := normalizeName(d.GetGiven()); given != "" {
-		r.Given = strings.Split(given, " ")
-	}
-	r.Family = dropSuffixes(normalizeName(d.GetFamily()))
-	r.BirthYear, r.BirthMonth, r.BirthDay, _ = parseDate(d.GetBirthDate())
+	addr := d.GetAddress()
+	r.Given = givenTokens(d.GetGiven())
+	r.Family = normalizeFamily(d.GetFamily())
+	r.BirthYear, r.BirthMonth, r.BirthDay = parseBirthDate(d.GetBirthDate())
 	r.Gender = normalizeGender(d.GetGender())
-	r.PostalCode = normalizePostalCode(d.GetAddress().GetPostalCode())
-	r.Phone = normalizePhone(d.GetPhone())
+	r.PostalCode = normalizePostalCode(addr.GetPostalCode())
+	r.Phone = normalizePhone(d.GetPhone(), phoneRegion(addr.GetCountry()))
+	if lines := addr.GetLines(); len(lines) > 0 {
+		r.Street = normalizeStreet(lines[0])
+	}
+	r.City = normalizeCity(addr.GetCity())
+	r.State = normalizeState(addr.GetState())
 	return r
+}
+
+// givenTokens normalizes given names into tokens without titles and
+// suffixes.
+func givenTokens(s string) []string {
+	n := normalizeName(s)
+	if n == "" {
+		return nil
+	}
+	toks := strings.Split(n, " ")
+	out := toks[:0]
+	for _, t := range toks {
+		if !nameTitles[t] && !isNameSuffix(t) {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// normalizeFamily normalizes a family name: tokens without suffixes and
+// titles, unless nothing else is left.
+func normalizeFamily(s string) string {
+	n := normalizeName(s)
+	if !strings.Contains(n, " ") {
+		return n
+	}
+	toks := strings.Split(n, " ")
+	out := make([]string, 0, len(toks))
+	for _, t := range toks {
+		if !nameTitles[t] && !isNameSuffix(t) {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		return n
+	}
+	return strings.Join(out, " ")
 }
 
 // normalizeName lowercases s, folds it to base letters (NFKD, then drops
 // nonspacing marks and folds a few letters that have no decomposition, such
-// as ø and ß), removes apostrophes and hyphens, turns every other run of
-// non-letters and non-digits into one space and trims the ends.
-// It is idempotent.
+// as ø and ß), removes apostrophes, turns every other run of non-letters
+// and non-digits (hyphens included) into one space and trims the ends. It is
+// idempotent.
 func normalizeName(s string) string {
 	ascii := true
 	for i := 0; i < len(s); i++ {
@@ -101,7 +160,7 @@ func normalizeName(s string) string {
 		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
 		case r >= 'A' && r <= 'Z':
 			r += 'a' - 'A'
-		case isJoiner(r), unicode.Is(unicode.Mn, r):
+		case isApostrophe(r), unicode.Is(unicode.Mn, r):
 			continue
 		case isNameRune(r):
 			r = unicode.ToLower(r)
@@ -156,12 +215,11 @@ func isNameRune(r rune) bool {
 	return unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.Is(unicode.Mc, r)
 }
 
-// isJoiner reports whether r is an apostrophe or a hyphen, which are removed
-// from names without leaving a space ("O'Connell" → "oconnell").
-func isJoiner(r rune) bool {
+// isApostrophe reports whether r is an apostrophe, which is removed from
+// names without leaving a space ("O'Connell" → "oconnell").
+func isApostrophe(r rune) bool {
 	switch r {
-	case '\'', '`', '\u00b4', '\u2018', '\u2019', '\u02bc', '\u02b9', // apostrophes
-		'-', '\u2010', '\u2011', '\u2012', '\u2013', '\u2014', '\u2212': // hyphens and dashes
+	case '\'', '`', '\u00b4', '\u2018', '\u2019', '\u02bc', '\u02b9':
 		return true
 	}
 	return false
@@ -173,53 +231,96 @@ var letterFolds = map[rune]string{
 	'ß': "ss", 'æ': "ae", 'œ': "oe", 'ø': "o", 'ł': "l", 'đ': "d", 'ð': "d", 'þ': "th", 'ı': "i", 'ħ': "h",
 }
 
-// nameSuffixes are generational suffixes dropped from family names.
-var nameSuffixes = map[string]bool{"jr": true, "sr": true, "ii": true, "iii": true, "iv": true}
-
-// dropSuffixes removes trailing generational suffixes from a normalized
-// family name, keeping at least one token.
-func dropSuffixes(family string) string {
-	for {
-		i := strings.LastIndexByte(family, ' ')
-		if i < 0 || !nameSuffixes[family[i+1:]] {
-			return family
-		}
-		family = family[:i]
-	}
+// nameTitles are honorifics and titles left out of names: they say nothing
+// about who a person is, and "Sir" or "Dr" in front of a common name must not
+// make two strangers look alike.
+var nameTitles = map[string]bool{
+	"mr": true, "mrs": true, "ms": true, "miss": true, "mx": true, "dr": true, "sir": true, "dame": true,
+	"lord": true, "lady": true, "rev": true, "revd": true, "reverend": true, "prof": true, "professor": true,
+	"hon": true, "honourable": true, "honorable": true, "fr": true, "father": true, "sister": true, "brother": true,
 }
 
-// parseDate parses a date written as YYYY-MM-DD (the wire form) or YYYYMMDD
-// (HL7 and C-CDA) and reports whether it is a real calendar date.
-func parseDate(s string) (year, month, day int, ok bool) {
+// nameSuffixes are generational suffixes, honours and degrees left out of
+// names.
+var nameSuffixes = map[string]bool{
+	"jr": true, "jnr": true, "junior": true, "sr": true, "snr": true, "senior": true,
+	"ii": true, "iii": true, "iv": true, "esq": true, "bt": true, "bart": true, "baronet": true,
+	"md": true, "phd": true, "dds": true, "kbe": true, "obe": true, "mbe": true, "cbe": true,
+}
+
+// isNameSuffix reports whether a normalized token is a suffix: one of
+// nameSuffixes or an ordinal written with digits ("1st", "3rd", "14th").
+func isNameSuffix(t string) bool {
+	if nameSuffixes[t] {
+		return true
+	}
+	if len(t) < 3 {
+		return false
+	}
+	i := 0
+	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return false
+	}
+	switch t[i:] {
+	case "st", "nd", "rd", "th":
+		return true
+	}
+	return false
+}
+
+// parseBirthDate reads a birth date written as YYYY-MM-DD (the wire form,
+// also with / or . between the parts) or YYYYMMDD (HL7 and C-CDA), as
+// written: any eight digits with a year other than 0000, whether or not the
+// calendar has that day. Anything else is unknown (all zero).
+func parseBirthDate(s string) (year, month, day int) {
 	s = strings.TrimSpace(s)
+	var digits [8]byte
 	switch {
-	case len(s) == 10 && s[4] == '-' && s[7] == '-':
-		s = s[0:4] + s[5:7] + s[8:10]
+	case len(s) == 10 && s[4] == s[7] && (s[4] == '-' || s[4] == '/' || s[4] == '.'):
+		copy(digits[0:4], s[0:4])
+		copy(digits[4:6], s[5:7])
+		copy(digits[6:8], s[8:10])
 	case len(s) == 8:
+		copy(digits[:], s)
 	default:
-		return 0, 0, 0, false
+		return 0, 0, 0
 	}
 	var n [8]int
-	for i := range 8 {
-		c := s[i]
+	for i, c := range digits {
 		if c < '0' || c > '9' {
-			return 0, 0, 0, false
+			return 0, 0, 0
 		}
 		n[i] = int(c - '0')
 	}
 	year = n[0]*1000 + n[1]*100 + n[2]*10 + n[3]
-	month = n[4]*10 + n[5]
-	day = n[6]*10 + n[7]
-	if year == 0 || month < 1 || month > 12 || day < 1 || day > daysIn(year, month) {
-		return 0, 0, 0, false
+	if year == 0 {
+		return 0, 0, 0
 	}
-	return year, month, day, true
+	return year, n[4]*10 + n[5], n[6]*10 + n[7]
+}
+
+// isCalendarDate reports whether year, month and day form a day of the
+// proleptic Gregorian calendar.
+func isCalendarDate(year, month, day int) bool {
+	return year >= 1 && month >= 1 && month <= 12 && day >= 1 && day <= daysIn(year, month)
 }
 
 // daysIn returns the number of days in a month of the proleptic Gregorian
 // calendar.
 func daysIn(year, month int) int {
-	return time.Date(year, time.Month(month)+1, 0, 0, 0, 0, 0, time.UTC).Day()
+	switch month {
+	case 4, 6, 9, 11:
+		return 30
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	}
+	return 31
 }
 
 // normalizeGender maps FHIR administrative gender (and the common one-letter
@@ -236,16 +337,21 @@ func normalizeGender(g string) string {
 	return ""
 }
 
-// normalizePostalCode keeps the first five letters or digits of a postal
-// code, lowercased: the US ZIP code of a ZIP+4, the outward code and more of
-// a UK or Canadian code.
+// maxPostalCode bounds a normalized postal code.
+const maxPostalCode = 10
+
+// normalizePostalCode keeps the letters and digits of a postal code,
+// lowercased, at most 10 of them; a US ZIP+4 (nine digits) becomes its
+// five-digit ZIP code. It is idempotent.
 func normalizePostalCode(p string) string {
-	var buf [5]byte
-	n := 0
+	var buf [maxPostalCode]byte
+	n, digits := 0, 0
 	for i := 0; i < len(p) && n < len(buf); i++ {
 		c := p[i]
 		switch {
-		case c >= '0' && c <= '9', c >= 'a' && c <= 'z':
+		case c >= '0' && c <= '9':
+			digits++
+		case c >= 'a' && c <= 'z':
 		case c >= 'A' && c <= 'Z':
 			c += 'a' - 'A'
 		default:
@@ -254,41 +360,41 @@ func normalizePostalCode(p string) string {
 		buf[n] = c
 		n++
 	}
+	if n == 9 && digits == 9 {
+		n = 5
+	}
 	return string(buf[:n])
 }
 
-// normalizePhone keeps the last ten digits of a phone number. Digits after
-// a letter that follows seven digits (an extension: "x12", "ext. 12") are
-// ignored, and a number with fewer than seven digits is unknown.
-func normalizePhone(p string) string {
-	var buf [10]byte
-	n := 0
-	forEachPhoneDigit(p, func(c byte) {
-		if n == len(buf) {
-			copy(buf[:], buf[1:])
-			n--
-		}
-		buf[n] = c
-		n++
-	})
-	if n < 7 {
+// normalizeCity normalizes a city name and spells out the abbreviations of
+// saint, fort and mount.
+func normalizeCity(s string) string {
+	n := normalizeName(s)
+	if n == "" {
 		return ""
 	}
-	return string(buf[:n])
-}
-
-// forEachPhoneDigit calls fn with each ASCII digit of p up to the first
-// letter that follows at least seven digits, which starts an extension.
-func forEachPhoneDigit(p string, fn func(c byte)) {
-	n := 0
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		switch {
-		case c >= '0' && c <= '9':
-			fn(c)
-			n++
-		case (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') && n >= 7:
-			return
+	toks := strings.Split(n, " ")
+	changed := false
+	for i, t := range toks {
+		if long, ok := cityWords[t]; ok {
+			toks[i] = long
+			changed = true
 		}
 	}
+	if !changed {
+		return n
+	}
+	return truncateName(strings.Join(toks, " "))
+}
+
+var cityWords = map[string]string{"st": "saint", "ste": "sainte", "ft": "fort", "mt": "mount", "pt": "point"}
+
+// normalizeState turns a US state or territory's name into its USPS code;
+// any other state is normalized like a name.
+func normalizeState(s string) string {
+	n := normalizeName(s)
+	if code, ok := usStates[n]; ok {
+		return code
+	}
+	return n
 }

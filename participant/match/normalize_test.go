@@ -27,7 +27,11 @@ func TestNormalize_Names(t *testing.T) {
 		{"SplitsGivenNamesIntoTokens", "  José   María ", "García López", []string{"jose", "maria"}, "garcia lopez"},
 		{"RemovesApostrophes", "D'Angelo", "O'Connell", []string{"dangelo"}, "oconnell"},
 		{"RemovesTypographicApostrophes", "Ma’ria", "O’Brien", []string{"maria"}, "obrien"},
-		{"RemovesHyphensInsideNames", "Mary-Jane", "Smith-Jones", []string{"maryjane"}, "smithjones"},
+		{"HyphenSeparatesParts", "Mary-Jane", "Vasquez-Whitford", []string{"mary", "jane"}, "vasquez whitford"},
+		{"DropsTitles", "Dr. John", "Murray", []string{"john"}, "murray"},
+		{"DropsTitlesAndHonours", "Sir John", "Murray, Bt.", []string{"john"}, "murray"},
+		{"DropsOrdinals", "Henry 1st", "Percy 9th", []string{"henry"}, "percy"},
+		{"TitleAloneIsUnknown", "Sir", "Lord", nil, "lord"},
 		{"Lowercases", "JOHN", "MacDONALD", []string{"john"}, "macdonald"},
 		{"FoldsLettersWithoutDecomposition", "Søren", "Strauß", []string{"soren"}, "strauss"},
 		{"FoldsPolishL", "Łukasz", "Wałęsa", []string{"lukasz"}, "walesa"},
@@ -78,7 +82,7 @@ func TestNormalize_NicknamesResolveToCanonicalName(t *testing.T) {
 		{"", ""},                   // unknown
 		{"Ｂｏｂ", "robert"},          // normalized before the lookup
 		{"María José", "maria"},    // not a nickname
-		{"JIM-BOB", "jimbob"},      // one name once the hyphen is gone
+		{"JIM-BOB", "james"},       // the hyphen separates two names
 		{"  katie  ", "katherine"}, // spaces
 	} {
 		t.Run(tc.given, func(t *testing.T) {
@@ -91,30 +95,70 @@ func TestNormalize_NicknamesResolveToCanonicalName(t *testing.T) {
 }
 
 func TestNormalize_NicknameTableIsNormalized(t *testing.T) {
-	for nick, canon := range nicknames {
+	for nick, canon := range canonicalNames {
 		if normalizeName(nick) != nick || normalizeName(canon) != canon {
 			t.Errorf("entry %q → %q is not in normalized form", nick, canon)
 		}
-		if _, ok := nicknames[canon]; ok {
+		if _, ok := canonicalNames[canon]; ok {
 			t.Errorf("canonical name %q of %q is itself a nickname", canon, nick)
+		}
+	}
+}
+
+// TestNicknames_DocumentedTable checks pairs of data/nicknames.csv, read
+// both ways, and names it does not pair.
+func TestNicknames_DocumentedTable(t *testing.T) {
+	if n := len(nicknameRelation); n < 1500 {
+		t.Fatalf("nickname relation holds %d names, want the whole table (over 1500)", n)
+	}
+	for _, p := range [][2]string{
+		{"bill", "william"}, {"william", "bill"}, {"peggy", "margaret"}, {"jack", "john"}, {"ted", "edward"},
+		{"ted", "theodore"}, {"liz", "elizabeth"}, {"sally", "sarah"}, {"dick", "richard"}, {"hank", "henry"},
+		{"pepe", "jose"}, {"gus", "augustus"}, {"polly", "mary"}, {"ellen", "helen"},
+	} {
+		if !isNickname(p[0], p[1]) {
+			t.Errorf("isNickname(%q, %q) = false, want true", p[0], p[1])
+		}
+	}
+	for _, p := range [][2]string{{"john", "mary"}, {"mark", "mary"}, {"robert", "robert"}, {"ellen", "elen"}} {
+		if isNickname(p[0], p[1]) {
+			t.Errorf("isNickname(%q, %q) = true, want false", p[0], p[1])
+		}
+	}
+	for name, rel := range nicknameRelation {
+		if normalizeName(name) != name {
+			t.Errorf("name %q is not normalized", name)
+		}
+		for _, o := range rel {
+			if !isNickname(o, name) {
+				t.Errorf("relation is not symmetric: %q → %q", name, o)
+			}
 		}
 	}
 }
 
 func TestNormalize_Phone(t *testing.T) {
 	for _, tc := range []struct{ name, phone, want string }{
-		{"KeepsTenDigits", "(617) 555-0123", "6175550123"},
-		{"DropsCountryCode", "+1 617 555 0123", "6175550123"},
-		{"KeepsLastTenOfInternational", "+44 20 7946 0958", "2079460958"},
-		{"DropsExtension", "617.555.0123 ext. 45", "6175550123"},
-		{"DropsShortExtension", "6175550123x45", "6175550123"},
+		{"NorthAmericanToE164", "(617) 555-0123", "+16175550123"},
+		{"SameNumberWrittenOtherwise", "773-555-0188", "+17735550188"},
+		{"KeepsCountryCode", "+1 617 555 0123", "+16175550123"},
+		{"ElevenDigitsWithTrunkOne", "1-617-555-0123", "+16175550123"},
+		{"International", "+44 20 7946 0958", "+442079460958"},
+		{"InternationalWithTrunkZero", "+44 (0)20 7946 0958", "+442079460958"},
+		{"NationalNumberOfAddressCountry", "020 7946 0958|GB", "+442079460958"},
+		{"DropsExtension", "617.555.0123 ext. 45", "+16175550123"},
+		{"DropsShortExtension", "6175550123x45", "+16175550123"},
 		{"KeepsLocalNumber", "555-0123", "5550123"},
 		{"TooFewDigitsIsUnknown", "12345", ""},
-		{"IgnoresLettersBeforeDigits", "tel:+16175550123", "6175550123"},
+		{"TooManyDigitsIsUnknown", "1234567890123456", ""},
+		{"IgnoresLettersBeforeDigits", "tel:+16175550123", "+16175550123"},
 		{"EmptyIsUnknown", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Normalize(&qhinv1.Demographics{Phone: tc.phone}).Phone; got != tc.want {
+			phone, country, _ := strings.Cut(tc.phone, "|")
+			d := &qhinv1.Demographics{Phone: phone, Address: &qhinv1.Address{Country: country}}
+			got := Normalize(d).Phone
+			if got != tc.want {
 				t.Errorf("Phone = %q, want %q", got, tc.want)
 			}
 		})
@@ -127,7 +171,8 @@ func TestNormalize_PostalCode(t *testing.T) {
 		{"TruncatesZIPPlus4", "02139-4307", "02139"},
 		{"TruncatesNineDigits", "021394307", "02139"},
 		{"KeepsShortCode", "4011", "4011"},
-		{"LowercasesAndDropsSpaces", "SW1A 1AA", "sw1a1"},
+		{"LowercasesAndDropsSpaces", "SW1A 1AA", "sw1a1aa"},
+		{"BoundsLength", "1234567890ABCDEF", "1234567890"},
 		{"TrimsSpaces", " 02139 ", "02139"},
 		{"EmptyIsUnknown", "", ""},
 	} {
@@ -148,9 +193,11 @@ func TestNormalize_BirthDate(t *testing.T) {
 		{"ParsesWireForm", "1980-04-12", 1980, 4, 12},
 		{"ParsesCompactForm", "19800412", 1980, 4, 12},
 		{"AcceptsLeapDay", "1980-02-29", 1980, 2, 29},
-		{"RejectsNonLeapDay", "1981-02-29", 0, 0, 0},
-		{"RejectsMonth13", "1980-13-01", 0, 0, 0},
-		{"RejectsDay0", "1980-01-00", 0, 0, 0},
+		{"KeepsImpossibleDayAsWritten", "1981-02-29", 1981, 2, 29},
+		{"KeepsMonth13AsWritten", "1980-13-01", 1980, 13, 1},
+		{"KeepsDay0AsWritten", "1980-01-00", 1980, 1, 0},
+		{"KeepsEarlyYears", "1850-03-12", 1850, 3, 12},
+		{"ParsesSlashes", "1980/04/12", 1980, 4, 12},
 		{"RejectsUnpaddedFields", "1980-4-12", 0, 0, 0},
 		{"RejectsOtherFormats", "04/12/1980", 0, 0, 0},
 		{"RejectsYear0", "0000-01-01", 0, 0, 0},
@@ -183,5 +230,29 @@ func TestNormalize_NilIsZeroRecord(t *testing.T) {
 	r := Normalize(nil)
 	if r.Given != nil || r.Family != "" || r.HasBirthDate() || r.Gender != "" || r.PostalCode != "" || r.Phone != "" {
 		t.Errorf("Normalize(nil) = %+v, want zero Record", r)
+	}
+}
+
+func TestNormalize_Address(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		addr             *qhinv1.Address
+		street, city, st string
+	}{
+		{"StreetSuffix", &qhinv1.Address{Lines: []string{"12 Elm Street"}}, "12 elm st", "", ""},
+		{"AbbreviationKept", &qhinv1.Address{Lines: []string{"12 Elm St."}}, "12 elm st", "", ""},
+		{"DirectionAndUnit", &qhinv1.Address{Lines: []string{"400 North Lake Shore Drive, Apartment 4B"}}, "400 n lake shore dr apt 4b", "", ""},
+		{"Variants", &qhinv1.Address{Lines: []string{"7 Wallaby Av"}}, "7 wallaby ave", "", ""},
+		{"OnlyFirstLine", &qhinv1.Address{Lines: []string{"1 Main St", "Unit 3"}}, "1 main st", "", ""},
+		{"CitySaint", &qhinv1.Address{City: "St. Louis", State: "Missouri"}, "", "saint louis", "mo"},
+		{"StateCode", &qhinv1.Address{City: "Chicago", State: "IL"}, "", "chicago", "il"},
+		{"ForeignState", &qhinv1.Address{City: "Sydney", State: "NSW"}, "", "sydney", "nsw"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Normalize(&qhinv1.Demographics{Address: tc.addr})
+			if r.Street != tc.street || r.City != tc.city || r.State != tc.st {
+				t.Errorf("street %q city %q state %q, want %q %q %q", r.Street, r.City, r.State, tc.street, tc.city, tc.st)
+			}
+		})
 	}
 }

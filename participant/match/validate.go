@@ -43,7 +43,7 @@ const (
 	reasonDateFormat  = "must be a date as YYYY-MM-DD"
 	reasonDateReal    = "must be a real calendar date"
 	reasonDateFuture  = "must not be in the future"
-	reasonDateTooOld  = "must not be before 1900-01-01"
+	reasonDateTooOld  = "must not be before 1583-01-01"
 	reasonGender      = "must be one of male, female, other, unknown"
 	reasonUSZip       = "must be a US ZIP code of 5 or 9 digits"
 	reasonPostalCode  = "must be a postal code of at most 10 letters, digits, spaces or hyphens, with a digit"
@@ -52,12 +52,21 @@ const (
 	reasonPhoneLength = "must be at most 40 characters"
 )
 
+// EarliestBirthYear is the first year a query's birth date may fall in:
+// 1583, the first full year of the Gregorian calendar, in which every date
+// on the wire is read. Earlier dates cannot be compared without knowing
+// which calendar wrote them. Registries of deceased persons and archives
+// hold people born long before 1900, so no later bound is set; records
+// (stored, imported, evaluated) are compared whatever their year.
+const EarliestBirthYear = 1583
+
 // maxNameRunes is the longest given or family name a query may carry.
 const maxNameRunes = 100
 
 // Validate checks demographics for a patient discovery query: given,
 // family, birth_date and gender are required; birth_date must be a real
-// date as YYYY-MM-DD, not before 1900 and not in the future; gender must be
+// date as YYYY-MM-DD, not in the future and not before 1583 (see
+// [EarliestBirthYear]); gender must be
 // a FHIR administrative gender code; address.postal_code and phone, when
 // present, must look like a postal code and a phone number. Names are
 // limited to 100 characters, which also bounds the cost of scoring. It returns nil
@@ -131,11 +140,11 @@ func validateBirthDate(s string, now time.Time) error {
 			return &FieldError{Field: fieldBirthDate, Reason: reasonDateFormat}
 		}
 	}
-	y, m, d, ok := parseDate(s)
-	if !ok {
+	y, m, d := parseBirthDate(s)
+	if !isCalendarDate(y, m, d) {
 		return &FieldError{Field: fieldBirthDate, Reason: reasonDateReal}
 	}
-	if y < 1900 {
+	if y < EarliestBirthYear {
 		return &FieldError{Field: fieldBirthDate, Reason: reasonDateTooOld}
 	}
 	// A birth date is a local date: accept today's date in the

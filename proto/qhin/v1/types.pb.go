@@ -92,6 +92,58 @@ func (ResponderState) EnumDescriptor() ([]byte, []int) {
 	return file_qhin_v1_types_proto_rawDescGZIP(), []int{0}
 }
 
+// MatchDecision is what a matcher concluded about a candidate.
+type MatchDecision int32
+
+const (
+	MatchDecision_MATCH_DECISION_UNSPECIFIED MatchDecision = 0
+	// The probability reached the match threshold.
+	MatchDecision_MATCH_DECISION_MATCH MatchDecision = 1
+	// The probability reached the possible-match threshold only.
+	MatchDecision_MATCH_DECISION_POSSIBLE MatchDecision = 2
+)
+
+// Enum value maps for MatchDecision.
+var (
+	MatchDecision_name = map[int32]string{
+		0: "MATCH_DECISION_UNSPECIFIED",
+		1: "MATCH_DECISION_MATCH",
+		2: "MATCH_DECISION_POSSIBLE",
+	}
+	MatchDecision_value = map[string]int32{
+		"MATCH_DECISION_UNSPECIFIED": 0,
+		"MATCH_DECISION_MATCH":       1,
+		"MATCH_DECISION_POSSIBLE":    2,
+	}
+)
+
+func (x MatchDecision) Enum() *MatchDecision {
+	p := new(MatchDecision)
+	*p = x
+	return p
+}
+
+func (x MatchDecision) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MatchDecision) Descriptor() protoreflect.EnumDescriptor {
+	return file_qhin_v1_types_proto_enumTypes[1].Descriptor()
+}
+
+func (MatchDecision) Type() protoreflect.EnumType {
+	return &file_qhin_v1_types_proto_enumTypes[1]
+}
+
+func (x MatchDecision) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MatchDecision.Descriptor instead.
+func (MatchDecision) EnumDescriptor() ([]byte, []int) {
+	return file_qhin_v1_types_proto_rawDescGZIP(), []int{1}
+}
+
 // Requester is the end user on whose behalf a member initiates a query, as
 // asserted by that member. The broker records it in the audit trail; it never
 // identifies the calling node, which is known only from its certificate.
@@ -583,8 +635,11 @@ type Candidate struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	PatientId    string                 `protobuf:"bytes,1,opt,name=patient_id,json=patientId,proto3" json:"patient_id,omitempty"`
 	Demographics *Demographics          `protobuf:"bytes,2,opt,name=demographics,proto3" json:"demographics,omitempty"`
-	// Match score in [0, 1].
-	Score         float64 `protobuf:"fixed64,3,opt,name=score,proto3" json:"score,omitempty"`
+	// Match score in [0, 1]: the probability that the patient is the person
+	// searched for.
+	Score float64 `protobuf:"fixed64,3,opt,name=score,proto3" json:"score,omitempty"`
+	// How the member's matcher compared the query with this patient.
+	Explanation   *MatchExplanation `protobuf:"bytes,4,opt,name=explanation,proto3" json:"explanation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -640,20 +695,163 @@ func (x *Candidate) GetScore() float64 {
 	return 0
 }
 
+func (x *Candidate) GetExplanation() *MatchExplanation {
+	if x != nil {
+		return x.Explanation
+	}
+	return nil
+}
+
+// MatchExplanation says which fields of a query and a patient agreed, at
+// which level, and what each weighed (a Fellegi-Sunter match weight, in bits:
+// log2 of how much likelier that level is between two records of one person
+// than between two records of different people).
+type MatchExplanation struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Decision MatchDecision          `protobuf:"varint,1,opt,name=decision,proto3,enum=qhin.v1.MatchDecision" json:"decision,omitempty"`
+	// Total match weight in bits, the prior's log-odds included.
+	MatchWeight float64 `protobuf:"fixed64,2,opt,name=match_weight,json=matchWeight,proto3" json:"match_weight,omitempty"`
+	// One entry per field both records hold.
+	Fields        []*FieldComparison `protobuf:"bytes,3,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MatchExplanation) Reset() {
+	*x = MatchExplanation{}
+	mi := &file_qhin_v1_types_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MatchExplanation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MatchExplanation) ProtoMessage() {}
+
+func (x *MatchExplanation) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_types_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MatchExplanation.ProtoReflect.Descriptor instead.
+func (*MatchExplanation) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_types_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *MatchExplanation) GetDecision() MatchDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return MatchDecision_MATCH_DECISION_UNSPECIFIED
+}
+
+func (x *MatchExplanation) GetMatchWeight() float64 {
+	if x != nil {
+		return x.MatchWeight
+	}
+	return 0
+}
+
+func (x *MatchExplanation) GetFields() []*FieldComparison {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+// FieldComparison is one field's comparison.
+type FieldComparison struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// given, family, birth_date, gender, postal_code, phone, address, city or
+	// state.
+	Field string `protobuf:"bytes,1,opt,name=field,proto3" json:"field,omitempty"`
+	// The field's comparison level, closest first: exact, nickname, typo,
+	// close, phonetic, part, initial, within_1y, within_10y, district, local,
+	// similar, same or different (which levels a field has is documented with
+	// the matcher).
+	Level string `protobuf:"bytes,2,opt,name=level,proto3" json:"level,omitempty"`
+	// Match weight of the level in bits.
+	Weight        float64 `protobuf:"fixed64,3,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FieldComparison) Reset() {
+	*x = FieldComparison{}
+	mi := &file_qhin_v1_types_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FieldComparison) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FieldComparison) ProtoMessage() {}
+
+func (x *FieldComparison) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_types_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FieldComparison.ProtoReflect.Descriptor instead.
+func (*FieldComparison) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_types_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *FieldComparison) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *FieldComparison) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *FieldComparison) GetWeight() float64 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
 // PersonLink is one member's record of a person found by discovery.
 type PersonLink struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ParticipantId string                 `protobuf:"bytes,1,opt,name=participant_id,json=participantId,proto3" json:"participant_id,omitempty"`
 	PatientId     string                 `protobuf:"bytes,2,opt,name=patient_id,json=patientId,proto3" json:"patient_id,omitempty"`
 	// Match score reported by the member, in [0, 1].
-	Score         float64 `protobuf:"fixed64,3,opt,name=score,proto3" json:"score,omitempty"`
+	Score float64 `protobuf:"fixed64,3,opt,name=score,proto3" json:"score,omitempty"`
+	// How the member's matcher compared the query with its record.
+	Explanation   *MatchExplanation `protobuf:"bytes,4,opt,name=explanation,proto3" json:"explanation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PersonLink) Reset() {
 	*x = PersonLink{}
-	mi := &file_qhin_v1_types_proto_msgTypes[8]
+	mi := &file_qhin_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +863,7 @@ func (x *PersonLink) String() string {
 func (*PersonLink) ProtoMessage() {}
 
 func (x *PersonLink) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_types_proto_msgTypes[8]
+	mi := &file_qhin_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +876,7 @@ func (x *PersonLink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PersonLink.ProtoReflect.Descriptor instead.
 func (*PersonLink) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_qhin_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PersonLink) GetParticipantId() string {
@@ -702,6 +900,13 @@ func (x *PersonLink) GetScore() float64 {
 	return 0
 }
 
+func (x *PersonLink) GetExplanation() *MatchExplanation {
+	if x != nil {
+		return x.Explanation
+	}
+	return nil
+}
+
 // Person is one human being as found across the network: the records that
 // members hold for them, merged by the broker.
 type Person struct {
@@ -715,7 +920,7 @@ type Person struct {
 
 func (x *Person) Reset() {
 	*x = Person{}
-	mi := &file_qhin_v1_types_proto_msgTypes[9]
+	mi := &file_qhin_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +932,7 @@ func (x *Person) String() string {
 func (*Person) ProtoMessage() {}
 
 func (x *Person) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_types_proto_msgTypes[9]
+	mi := &file_qhin_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +945,7 @@ func (x *Person) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Person.ProtoReflect.Descriptor instead.
 func (*Person) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_qhin_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Person) GetLinks() []*PersonLink {
@@ -779,7 +984,7 @@ type DocumentMetadata struct {
 
 func (x *DocumentMetadata) Reset() {
 	*x = DocumentMetadata{}
-	mi := &file_qhin_v1_types_proto_msgTypes[10]
+	mi := &file_qhin_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +996,7 @@ func (x *DocumentMetadata) String() string {
 func (*DocumentMetadata) ProtoMessage() {}
 
 func (x *DocumentMetadata) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_types_proto_msgTypes[10]
+	mi := &file_qhin_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +1009,7 @@ func (x *DocumentMetadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DocumentMetadata.ProtoReflect.Descriptor instead.
 func (*DocumentMetadata) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_qhin_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DocumentMetadata) GetId() string {
@@ -892,7 +1097,7 @@ type RetrieveDocumentResponse struct {
 
 func (x *RetrieveDocumentResponse) Reset() {
 	*x = RetrieveDocumentResponse{}
-	mi := &file_qhin_v1_types_proto_msgTypes[11]
+	mi := &file_qhin_v1_types_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +1109,7 @@ func (x *RetrieveDocumentResponse) String() string {
 func (*RetrieveDocumentResponse) ProtoMessage() {}
 
 func (x *RetrieveDocumentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_types_proto_msgTypes[11]
+	mi := &file_qhin_v1_types_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +1122,7 @@ func (x *RetrieveDocumentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetrieveDocumentResponse.ProtoReflect.Descriptor instead.
 func (*RetrieveDocumentResponse) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_types_proto_rawDescGZIP(), []int{11}
+	return file_qhin_v1_types_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RetrieveDocumentResponse) GetPart() isRetrieveDocumentResponse_Part {
@@ -1004,18 +1209,28 @@ const file_qhin_v1_types_proto_rawDesc = "" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.qhin.v1.ResponderStateR\x06status\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x123\n" +
-	"\alatency\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\alatency\"{\n" +
+	"\alatency\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\alatency\"\xb8\x01\n" +
 	"\tCandidate\x12\x1d\n" +
 	"\n" +
 	"patient_id\x18\x01 \x01(\tR\tpatientId\x129\n" +
 	"\fdemographics\x18\x02 \x01(\v2\x15.qhin.v1.DemographicsR\fdemographics\x12\x14\n" +
-	"\x05score\x18\x03 \x01(\x01R\x05score\"h\n" +
+	"\x05score\x18\x03 \x01(\x01R\x05score\x12;\n" +
+	"\vexplanation\x18\x04 \x01(\v2\x19.qhin.v1.MatchExplanationR\vexplanation\"\x9b\x01\n" +
+	"\x10MatchExplanation\x122\n" +
+	"\bdecision\x18\x01 \x01(\x0e2\x16.qhin.v1.MatchDecisionR\bdecision\x12!\n" +
+	"\fmatch_weight\x18\x02 \x01(\x01R\vmatchWeight\x120\n" +
+	"\x06fields\x18\x03 \x03(\v2\x18.qhin.v1.FieldComparisonR\x06fields\"U\n" +
+	"\x0fFieldComparison\x12\x14\n" +
+	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\tR\x05level\x12\x16\n" +
+	"\x06weight\x18\x03 \x01(\x01R\x06weight\"\xa5\x01\n" +
 	"\n" +
 	"PersonLink\x12%\n" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x12\x1d\n" +
 	"\n" +
 	"patient_id\x18\x02 \x01(\tR\tpatientId\x12\x14\n" +
-	"\x05score\x18\x03 \x01(\x01R\x05score\"n\n" +
+	"\x05score\x18\x03 \x01(\x01R\x05score\x12;\n" +
+	"\vexplanation\x18\x04 \x01(\v2\x19.qhin.v1.MatchExplanationR\vexplanation\"n\n" +
 	"\x06Person\x12)\n" +
 	"\x05links\x18\x01 \x03(\v2\x13.qhin.v1.PersonLinkR\x05links\x129\n" +
 	"\fdemographics\x18\x02 \x01(\v2\x15.qhin.v1.DemographicsR\fdemographics\"\xe1\x02\n" +
@@ -1042,7 +1257,11 @@ const file_qhin_v1_types_proto_rawDesc = "" +
 	"\x17RESPONDER_STATE_TIMEOUT\x10\x03\x12\x19\n" +
 	"\x15RESPONDER_STATE_ERROR\x10\x04\x12\x1a\n" +
 	"\x16RESPONDER_STATE_DENIED\x10\x05\x12\x1b\n" +
-	"\x17RESPONDER_STATE_SKIPPED\x10\x06B3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
+	"\x17RESPONDER_STATE_SKIPPED\x10\x06*f\n" +
+	"\rMatchDecision\x12\x1e\n" +
+	"\x1aMATCH_DECISION_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14MATCH_DECISION_MATCH\x10\x01\x12\x1b\n" +
+	"\x17MATCH_DECISION_POSSIBLE\x10\x02B3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
 
 var (
 	file_qhin_v1_types_proto_rawDescOnce sync.Once
@@ -1056,41 +1275,48 @@ func file_qhin_v1_types_proto_rawDescGZIP() []byte {
 	return file_qhin_v1_types_proto_rawDescData
 }
 
-var file_qhin_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qhin_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_qhin_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_qhin_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_qhin_v1_types_proto_goTypes = []any{
 	(ResponderState)(0),              // 0: qhin.v1.ResponderState
-	(*Requester)(nil),                // 1: qhin.v1.Requester
-	(*Address)(nil),                  // 2: qhin.v1.Address
-	(*Identifier)(nil),               // 3: qhin.v1.Identifier
-	(*Demographics)(nil),             // 4: qhin.v1.Demographics
-	(*PatientLink)(nil),              // 5: qhin.v1.PatientLink
-	(*DocumentLink)(nil),             // 6: qhin.v1.DocumentLink
-	(*ResponderStatus)(nil),          // 7: qhin.v1.ResponderStatus
-	(*Candidate)(nil),                // 8: qhin.v1.Candidate
-	(*PersonLink)(nil),               // 9: qhin.v1.PersonLink
-	(*Person)(nil),                   // 10: qhin.v1.Person
-	(*DocumentMetadata)(nil),         // 11: qhin.v1.DocumentMetadata
-	(*RetrieveDocumentResponse)(nil), // 12: qhin.v1.RetrieveDocumentResponse
-	(*durationpb.Duration)(nil),      // 13: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 14: google.protobuf.Timestamp
+	(MatchDecision)(0),               // 1: qhin.v1.MatchDecision
+	(*Requester)(nil),                // 2: qhin.v1.Requester
+	(*Address)(nil),                  // 3: qhin.v1.Address
+	(*Identifier)(nil),               // 4: qhin.v1.Identifier
+	(*Demographics)(nil),             // 5: qhin.v1.Demographics
+	(*PatientLink)(nil),              // 6: qhin.v1.PatientLink
+	(*DocumentLink)(nil),             // 7: qhin.v1.DocumentLink
+	(*ResponderStatus)(nil),          // 8: qhin.v1.ResponderStatus
+	(*Candidate)(nil),                // 9: qhin.v1.Candidate
+	(*MatchExplanation)(nil),         // 10: qhin.v1.MatchExplanation
+	(*FieldComparison)(nil),          // 11: qhin.v1.FieldComparison
+	(*PersonLink)(nil),               // 12: qhin.v1.PersonLink
+	(*Person)(nil),                   // 13: qhin.v1.Person
+	(*DocumentMetadata)(nil),         // 14: qhin.v1.DocumentMetadata
+	(*RetrieveDocumentResponse)(nil), // 15: qhin.v1.RetrieveDocumentResponse
+	(*durationpb.Duration)(nil),      // 16: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
 }
 var file_qhin_v1_types_proto_depIdxs = []int32{
-	2,  // 0: qhin.v1.Demographics.address:type_name -> qhin.v1.Address
-	3,  // 1: qhin.v1.Demographics.identifiers:type_name -> qhin.v1.Identifier
+	3,  // 0: qhin.v1.Demographics.address:type_name -> qhin.v1.Address
+	4,  // 1: qhin.v1.Demographics.identifiers:type_name -> qhin.v1.Identifier
 	0,  // 2: qhin.v1.ResponderStatus.status:type_name -> qhin.v1.ResponderState
-	13, // 3: qhin.v1.ResponderStatus.latency:type_name -> google.protobuf.Duration
-	4,  // 4: qhin.v1.Candidate.demographics:type_name -> qhin.v1.Demographics
-	9,  // 5: qhin.v1.Person.links:type_name -> qhin.v1.PersonLink
-	4,  // 6: qhin.v1.Person.demographics:type_name -> qhin.v1.Demographics
-	5,  // 7: qhin.v1.DocumentMetadata.patient:type_name -> qhin.v1.PatientLink
-	14, // 8: qhin.v1.DocumentMetadata.created:type_name -> google.protobuf.Timestamp
-	11, // 9: qhin.v1.RetrieveDocumentResponse.header:type_name -> qhin.v1.DocumentMetadata
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	16, // 3: qhin.v1.ResponderStatus.latency:type_name -> google.protobuf.Duration
+	5,  // 4: qhin.v1.Candidate.demographics:type_name -> qhin.v1.Demographics
+	10, // 5: qhin.v1.Candidate.explanation:type_name -> qhin.v1.MatchExplanation
+	1,  // 6: qhin.v1.MatchExplanation.decision:type_name -> qhin.v1.MatchDecision
+	11, // 7: qhin.v1.MatchExplanation.fields:type_name -> qhin.v1.FieldComparison
+	10, // 8: qhin.v1.PersonLink.explanation:type_name -> qhin.v1.MatchExplanation
+	12, // 9: qhin.v1.Person.links:type_name -> qhin.v1.PersonLink
+	5,  // 10: qhin.v1.Person.demographics:type_name -> qhin.v1.Demographics
+	6,  // 11: qhin.v1.DocumentMetadata.patient:type_name -> qhin.v1.PatientLink
+	17, // 12: qhin.v1.DocumentMetadata.created:type_name -> google.protobuf.Timestamp
+	14, // 13: qhin.v1.RetrieveDocumentResponse.header:type_name -> qhin.v1.DocumentMetadata
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_qhin_v1_types_proto_init() }
@@ -1098,7 +1324,7 @@ func file_qhin_v1_types_proto_init() {
 	if File_qhin_v1_types_proto != nil {
 		return
 	}
-	file_qhin_v1_types_proto_msgTypes[11].OneofWrappers = []any{
+	file_qhin_v1_types_proto_msgTypes[13].OneofWrappers = []any{
 		(*RetrieveDocumentResponse_Header)(nil),
 		(*RetrieveDocumentResponse_Chunk)(nil),
 	}
@@ -1107,8 +1333,8 @@ func file_qhin_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qhin_v1_types_proto_rawDesc), len(file_qhin_v1_types_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   12,
+			NumEnums:      2,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
