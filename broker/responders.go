@@ -18,7 +18,8 @@ import (
 // connection accepts only the SPIFFE ID the directory lists for the member,
 // so a broker never sends a query to an impostor at a member's address.
 type responders struct {
-	src pki.Source
+	src    pki.Source
+	limits Limits
 
 	mu    sync.Mutex
 	conns map[string]*responderConn
@@ -30,8 +31,8 @@ type responderConn struct {
 	conn     *grpc.ClientConn
 }
 
-func newResponders(src pki.Source) *responders {
-	return &responders{src: src, conns: map[string]*responderConn{}}
+func newResponders(src pki.Source, limits Limits) *responders {
+	return &responders{src: src, limits: limits, conns: map[string]*responderConn{}}
 }
 
 // client returns a Responder client for the member, redialing when the
@@ -61,7 +62,13 @@ func (r *responders) client(p *qhinv1.Participant) (qhinv1.ResponderClient, erro
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 			MinConnectTimeout: 2 * time.Second,
 		}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
+		// A member's answer is capped in bytes, and what it streams ahead
+		// of what the broker has passed on is capped by static windows:
+		// gRPC's dynamic windows would let one never-read retrieval
+		// buffer megabytes.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(r.limits.MaxResponderMessageBytes)),
+		grpc.WithStaticStreamWindowSize(int32(r.limits.Server.StreamWindowBytes)),
+		grpc.WithStaticConnWindowSize(int32(r.limits.Server.ConnWindowBytes)),
 	}, telemetry.DialOptions()...)
 	conn, err := grpc.NewClient(p.Endpoint, opts...)
 	if err != nil {

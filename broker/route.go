@@ -2,7 +2,6 @@ package broker
 
 import (
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/openqhin/openqhin/broker/fanout"
@@ -52,6 +51,8 @@ func askable(p *qhinv1.Participant, purposeCode string) (string, bool) {
 func routeLinks(directory map[string]*qhinv1.Participant, links []*qhinv1.PatientLink, purposeCode string) (ask []*qhinv1.Participant, patients map[string][]string, skipped []*qhinv1.ResponderStatus) {
 	patients = map[string][]string{}
 	seen := map[string]bool{}
+	type pair struct{ member, patient string }
+	seenPatient := make(map[pair]bool, len(links))
 	for _, l := range links {
 		id := l.ParticipantId
 		if !seen[id] {
@@ -68,7 +69,8 @@ func routeLinks(directory map[string]*qhinv1.Participant, links []*qhinv1.Patien
 				}
 			}
 		}
-		if !slices.Contains(patients[id], l.PatientId) {
+		if k := (pair{id, l.PatientId}); !seenPatient[k] {
+			seenPatient[k] = true
 			patients[id] = append(patients[id], l.PatientId)
 		}
 	}
@@ -84,6 +86,8 @@ type routingTable struct {
 	version uint64
 	members []*qhinv1.Participant
 	byID    map[string]*qhinv1.Participant
+	// onReload, when set, is told the members after each reload.
+	onReload func([]*qhinv1.Participant)
 }
 
 // get returns the members, in id order, and an index of them. Callers must
@@ -106,5 +110,8 @@ func (r *routingTable) get(f *fsm.FSM) ([]*qhinv1.Participant, map[string]*qhinv
 		}
 	}
 	r.members, r.byID, r.version, r.loaded = members, index(members), v, true
+	if r.onReload != nil {
+		r.onReload(members)
+	}
 	return r.members, r.byID, nil
 }

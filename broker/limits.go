@@ -1,0 +1,64 @@
+package broker
+
+import (
+	"time"
+
+	"github.com/openqhin/openqhin/broker/sizes"
+	"github.com/openqhin/openqhin/pki"
+)
+
+// Defaults of Limits fields left zero.
+const (
+	DefaultMaxQueriesPerInitiator    = 64
+	DefaultMaxRetrievesPerInitiator  = 16
+	DefaultMaxCandidatesPerResponder = 100
+	DefaultMaxDocumentsPerResponder  = 1000
+	DefaultMaxResponderMessageBytes  = 4 << 20
+	DefaultSendTimeout               = 30 * time.Second
+)
+
+// Limits bound the work one caller, or one member, can make a broker do.
+// Zero fields take the defaults.
+type Limits struct {
+	// Server bounds connections, handshakes, streams and messages, and
+	// the flow-control windows the broker grants callers and members.
+	Server pki.ServerLimits
+	// Fields caps the string and repeated fields of requests and of
+	// members' answers.
+	Fields sizes.Limits
+	// MaxQueriesPerInitiator caps the discovery and document queries one
+	// member has in flight at this broker; MaxRetrievesPerInitiator its
+	// document retrievals.
+	MaxQueriesPerInitiator   int
+	MaxRetrievesPerInitiator int
+	// MaxCandidatesPerResponder and MaxDocumentsPerResponder cap what the
+	// broker keeps of one member's answer; the rest is dropped, and the
+	// member's status says so.
+	MaxCandidatesPerResponder int
+	MaxDocumentsPerResponder  int
+	// MaxResponderMessageBytes caps one message from a member.
+	MaxResponderMessageBytes int
+	// SendTimeout bounds how long the broker waits for an initiator to
+	// take each piece of a document it retrieves.
+	SendTimeout time.Duration
+}
+
+// WithDefaults returns l with every zero field set to its default.
+func (l Limits) WithDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	l.Server = l.Server.WithDefaults()
+	l.Fields = l.Fields.WithDefaults()
+	def(&l.MaxQueriesPerInitiator, DefaultMaxQueriesPerInitiator)
+	def(&l.MaxRetrievesPerInitiator, DefaultMaxRetrievesPerInitiator)
+	def(&l.MaxCandidatesPerResponder, DefaultMaxCandidatesPerResponder)
+	def(&l.MaxDocumentsPerResponder, DefaultMaxDocumentsPerResponder)
+	def(&l.MaxResponderMessageBytes, DefaultMaxResponderMessageBytes)
+	if l.SendTimeout <= 0 {
+		l.SendTimeout = DefaultSendTimeout
+	}
+	return l
+}
