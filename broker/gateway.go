@@ -303,7 +303,7 @@ func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc
 		watchdog.Stop()
 		err := sender.send(m)
 		if errors.Is(err, errSendTimeout) {
-			return status.Errorf(codes.DeadlineExceeded, "the initiator did not read the next chunk within %v (the send timeout)", g.s.limits.SendTimeout)
+			return status.Errorf(codes.DeadlineExceeded, "the initiator did not take the next chunk within %v (--send-timeout)", g.s.limits.SendTimeout)
 		}
 		watchdog.Reset(g.s.cfg.ResponderTimeout)
 		return err

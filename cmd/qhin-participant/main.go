@@ -34,6 +34,8 @@ func run() error {
 	brokers := flag.StringSlice("broker", nil, "broker gRPC address(es) for the member's own queries")
 	apiListen := flag.String("api-listen", "", "loopback address where the member's EHR sends Gateway queries (off when empty)")
 	flag.DurationVar(&cfg.Delay, "inject-latency", 0, "hold every answer back this long (benchmarks only)")
+	cli.AddServerLimitFlags(flag.CommandLine, &cfg.Limits)
+	cli.AddFieldLimitFlags(flag.CommandLine, &cfg.Fields)
 	metricsListen := flag.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
 	var tracing cli.Tracing
 	tracing.AddFlags(flag.CommandLine)
