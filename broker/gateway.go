@@ -136,23 +136,26 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 	defer cancel()
 	start := time.Now()
 	outcomes := fanout.Run(ctx, ids(ask), fanout.Options{Timeout: g.s.cfg.ResponderTimeout},
-		func(ctx context.Context, id string) ([]*qhinv1.Candidate, error) {
-			c, err := g.s.responders.client(byID[id])
+		func(ctx context.Context, id string) (*candidatesAnswer, error) {
+			conn, err := g.s.responders.conn(byID[id])
 			if err != nil {
 				return nil, err
 			}
-			resp, err := c.DiscoverPatients(ctx, &qhinv1.ResponderDiscoverPatientsRequest{Context: qc, Demographics: req.Demographics})
-			return resp.GetCandidates(), err
+			ans := newCandidatesAnswer(g.s.limits.MaxCandidatesPerResponder)
+			err = conn.Invoke(ctx, qhinv1.Responder_DiscoverPatients_FullMethodName,
+				&qhinv1.ResponderDiscoverPatientsRequest{Context: qc, Demographics: req.Demographics}, ans, grpc.ForceCodecV2(answerCodec{}))
+			return ans, err
 		},
-		func(c []*qhinv1.Candidate) bool { return len(c) == 0 })
+		func(a *candidatesAnswer) bool { return a.sent == 0 })
 
 	found := make([]fanout.Found, 0, len(outcomes))
 	resp := &qhinv1.DiscoverPatientsResponse{QueryId: qc.QueryId}
-	for i := range outcomes {
-		o := &outcomes[i]
-		fanout.Keep(o, g.s.limits.MaxCandidatesPerResponder, "candidates", g.validCandidate)
-		if o.Status.Status == qhinv1.ResponderState_RESPONDER_STATE_OK {
-			found = append(found, fanout.Found{ParticipantID: o.ParticipantID, Candidates: o.Value})
+	for _, o := range outcomes {
+		if o.Value != nil {
+			kept := fanout.Keep(o.Status, o.Value.items, o.Value.sent, g.s.limits.MaxCandidatesPerResponder, "candidates", g.validCandidate)
+			if o.Status.Status == qhinv1.ResponderState_RESPONDER_STATE_OK {
+				found = append(found, fanout.Found{ParticipantID: o.ParticipantID, Candidates: kept})
+			}
 		}
 		resp.Responders = append(resp.Responders, o.Status)
 	}
@@ -208,24 +211,27 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 	defer cancel()
 	start := time.Now()
 	outcomes := fanout.Run(ctx, ids(ask), fanout.Options{Timeout: g.s.cfg.ResponderTimeout},
-		func(ctx context.Context, id string) ([]*qhinv1.DocumentMetadata, error) {
-			c, err := g.s.responders.client(byID[id])
+		func(ctx context.Context, id string) (*documentsAnswer, error) {
+			conn, err := g.s.responders.conn(byID[id])
 			if err != nil {
 				return nil, err
 			}
-			resp, err := c.QueryDocuments(ctx, &qhinv1.ResponderQueryDocumentsRequest{
+			ans := newDocumentsAnswer(g.s.limits.MaxDocumentsPerResponder)
+			err = conn.Invoke(ctx, qhinv1.Responder_QueryDocuments_FullMethodName, &qhinv1.ResponderQueryDocumentsRequest{
 				Context: qc, PatientIds: patients[id], TypeCodes: req.TypeCodes, Since: req.Since, Until: req.Until,
-			})
-			return resp.GetDocuments(), err
+			}, ans, grpc.ForceCodecV2(answerCodec{}))
+			return ans, err
 		},
-		func(d []*qhinv1.DocumentMetadata) bool { return len(d) == 0 })
+		func(a *documentsAnswer) bool { return a.sent == 0 })
 
 	resp := &qhinv1.QueryDocumentsResponse{QueryId: qc.QueryId}
 	var lists [][]*qhinv1.DocumentMetadata
-	for i := range outcomes {
-		o := &outcomes[i]
-		fanout.Keep(o, g.s.limits.MaxDocumentsPerResponder, "documents", g.validDocument)
-		for _, d := range o.Value {
+	for _, o := range outcomes {
+		var kept []*qhinv1.DocumentMetadata
+		if o.Value != nil {
+			kept = fanout.Keep(o.Status, o.Value.items, o.Value.sent, g.s.limits.MaxDocumentsPerResponder, "documents", g.validDocument)
+		}
+		for _, d := range kept {
 			// The broker states where a document came from; a member
 			// cannot claim another's.
 			d.SourceParticipantId = o.ParticipantID
@@ -234,7 +240,7 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 			}
 			d.Patient.ParticipantId = o.ParticipantID
 		}
-		lists = append(lists, o.Value)
+		lists = append(lists, kept)
 		resp.Responders = append(resp.Responders, o.Status)
 	}
 	resp.Responders = append(resp.Responders, skipped...)

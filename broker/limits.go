@@ -13,7 +13,7 @@ const (
 	DefaultMaxRetrievesPerInitiator  = 16
 	DefaultMaxCandidatesPerResponder = 100
 	DefaultMaxDocumentsPerResponder  = 1000
-	DefaultMaxResponderMessageBytes  = 4 << 20
+	DefaultMaxResponderMessageBytes  = 1 << 20
 	DefaultSendTimeout               = 30 * time.Second
 )
 

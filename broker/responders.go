@@ -38,6 +38,16 @@ func newResponders(src pki.Source, limits Limits) *responders {
 // client returns a Responder client for the member, redialing when the
 // directory moved it or changed its identity.
 func (r *responders) client(p *qhinv1.Participant) (qhinv1.ResponderClient, error) {
+	conn, err := r.conn(p)
+	if err != nil {
+		return nil, err
+	}
+	return qhinv1.NewResponderClient(conn), nil
+}
+
+// conn returns the connection to the member's Responder, redialing when the
+// directory moved it or changed its identity.
+func (r *responders) conn(p *qhinv1.Participant) (*grpc.ClientConn, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.conns == nil {
@@ -45,7 +55,7 @@ func (r *responders) client(p *qhinv1.Participant) (qhinv1.ResponderClient, erro
 	}
 	if c, ok := r.conns[p.Id]; ok {
 		if c.endpoint == p.Endpoint && c.spiffeID == p.SpiffeId {
-			return qhinv1.NewResponderClient(c.conn), nil
+			return c.conn, nil
 		}
 		c.conn.Close()
 		delete(r.conns, p.Id)
@@ -75,7 +85,7 @@ func (r *responders) client(p *qhinv1.Participant) (qhinv1.ResponderClient, erro
 		return nil, fmt.Errorf("participant %s: dial: %w", p.Id, err)
 	}
 	r.conns[p.Id] = &responderConn{endpoint: p.Endpoint, spiffeID: p.SpiffeId, conn: conn}
-	return qhinv1.NewResponderClient(conn), nil
+	return conn, nil
 }
 
 func (r *responders) close() {

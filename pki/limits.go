@@ -10,8 +10,8 @@ const (
 	DefaultHandshakeTimeout        = 10 * time.Second
 	DefaultMaxConnections          = 1024
 	DefaultMaxConnectionsPerSource = 64
-	DefaultMaxStreamsPerConnection = 256
-	DefaultMaxRequestBytes         = 4 << 20
+	DefaultMaxStreamsPerConnection = 128
+	DefaultMaxRequestBytes         = 1 << 20
 	DefaultStreamWindowBytes       = 256 << 10
 	DefaultConnWindowBytes         = 1 << 20
 )

@@ -116,18 +116,18 @@ func Skipped(id, reason string) *qhinv1.ResponderStatus {
 	}
 }
 
-// Keep bounds what the broker takes from one member's OK answer: the first
-// max items, and of those only the ones valid accepts (nil error). What it
-// drops it says in the member's status detail, in counts only. A member
-// whose every item was dropped is an ERROR: it answered, but nothing it
-// said could be used. Items beyond max are never looked at, so a member
-// that sends a flood costs no more than one that sends max.
-func Keep[E any](o *Outcome[[]E], max int, noun string, valid func(E) error) {
-	if o.Status.GetStatus() != qhinv1.ResponderState_RESPONDER_STATE_OK {
-		return
+// Keep bounds what the broker takes from one member's OK answer: of the
+// sent items the member answered with (items may hold only the first of
+// them), the first max, and of those only the ones valid accepts (nil
+// error). What it drops it says in the member's status detail, in counts
+// only. A member whose every item was dropped is an ERROR: it answered, but
+// nothing it said could be used. Items beyond max are never looked at, so
+// a member that sends a flood costs no more than one that sends max.
+func Keep[E any](st *qhinv1.ResponderStatus, items []E, sent, max int, noun string, valid func(E) error) []E {
+	if st.GetStatus() != qhinv1.ResponderState_RESPONDER_STATE_OK {
+		return nil
 	}
-	sent := len(o.Value)
-	items := o.Value[:min(sent, max)]
+	items = items[:min(len(items), max)]
 	kept := items[:0]
 	malformed := 0
 	for _, it := range items {
@@ -138,7 +138,6 @@ func Keep[E any](o *Outcome[[]E], max int, noun string, valid func(E) error) {
 		kept = append(kept, it)
 	}
 	clear(items[len(kept):])
-	o.Value = kept
 	var notes []string
 	if sent > max {
 		notes = append(notes, fmt.Sprintf("kept the first %d of %d %s, dropped the rest (at most %d per member)", max, sent, noun, max))
@@ -146,11 +145,11 @@ func Keep[E any](o *Outcome[[]E], max int, noun string, valid func(E) error) {
 	if malformed > 0 {
 		notes = append(notes, fmt.Sprintf("dropped %d malformed %s", malformed, noun))
 	}
-	if len(notes) == 0 {
-		return
+	if len(notes) > 0 {
+		st.Detail = strings.Join(notes, "; ")
+		if len(kept) == 0 {
+			st.Status = qhinv1.ResponderState_RESPONDER_STATE_ERROR
+		}
 	}
-	o.Status.Detail = strings.Join(notes, "; ")
-	if len(kept) == 0 {
-		o.Status.Status = qhinv1.ResponderState_RESPONDER_STATE_ERROR
-	}
+	return kept
 }
