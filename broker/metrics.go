@@ -98,6 +98,11 @@ func (m *metrics) query(method, purposeCode string, start time.Time, err error) 
 
 func (m *metrics) fanout(asked int, statuses []*qhinv1.ResponderStatus) {
 	m.fanoutWidth.Observe(float64(asked))
+	type series struct {
+		member string
+		state  qhinv1.ResponderState
+	}
+	counts := map[series]int{}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range statuses {
@@ -105,10 +110,13 @@ func (m *metrics) fanout(asked int, statuses []*qhinv1.ResponderStatus) {
 		if !m.members[id] {
 			id = unknownMember
 		}
-		m.responders.WithLabelValues(id, stateLabel(r.Status)).Inc()
+		counts[series{id, r.Status}]++
 		if r.Status != qhinv1.ResponderState_RESPONDER_STATE_SKIPPED {
 			m.responderLatency.WithLabelValues(id).Observe(r.Latency.AsDuration().Seconds())
 		}
+	}
+	for s, n := range counts {
+		m.responders.WithLabelValues(s.member, stateLabel(s.state)).Add(float64(n))
 	}
 }
 

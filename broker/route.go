@@ -47,29 +47,32 @@ func askable(p *qhinv1.Participant, purposeCode string) (string, bool) {
 }
 
 // routeLinks groups a document query's links by member and decides which of
-// those members may be asked, in the order the links first name them.
+// those members may be asked, in the order the links first name them. Only
+// the members asked get a patient list; each patient is listed once.
 func routeLinks(directory map[string]*qhinv1.Participant, links []*qhinv1.PatientLink, purposeCode string) (ask []*qhinv1.Participant, patients map[string][]string, skipped []*qhinv1.ResponderStatus) {
 	patients = map[string][]string{}
-	seen := map[string]bool{}
+	// asked says, for each member the links name, whether it is asked.
+	asked := map[string]bool{}
 	type pair struct{ member, patient string }
-	seenPatient := make(map[pair]bool, len(links))
+	seenPatient := map[pair]bool{}
 	for _, l := range links {
 		id := l.ParticipantId
-		if !seen[id] {
-			seen[id] = true
-			p, ok := directory[id]
+		ok, seen := asked[id]
+		if !seen {
+			p, member := directory[id]
 			switch {
-			case !ok:
+			case !member:
 				skipped = append(skipped, fanout.Skipped(id, "not a member of the network"))
 			default:
-				if reason, ok := askable(p, purposeCode); !ok {
+				if reason, can := askable(p, purposeCode); !can {
 					skipped = append(skipped, fanout.Skipped(id, reason))
 				} else {
-					ask = append(ask, p)
+					ask, ok = append(ask, p), true
 				}
 			}
+			asked[id] = ok
 		}
-		if k := (pair{id, l.PatientId}); !seenPatient[k] {
+		if k := (pair{id, l.PatientId}); ok && !seenPatient[k] {
 			seenPatient[k] = true
 			patients[id] = append(patients[id], l.PatientId)
 		}

@@ -80,42 +80,48 @@ func Check(m proto.Message, l Limits) error {
 	if m == nil {
 		return nil
 	}
-	return check(m.ProtoReflect(), l.WithDefaults(), nil)
+	w := walker{limits: l.WithDefaults()}
+	return w.message(m.ProtoReflect())
 }
 
-// step is one element of a field path, kept as a chain so that a path is
-// only spelled out for an error.
+// walker checks one message. path is the field path to where it is, kept
+// as a stack so that a path is only spelled out for an error.
+type walker struct {
+	limits Limits
+	path   []step
+}
+
 type step struct {
-	parent *step
-	name   protoreflect.Name
-	index  int // list index, or -1
+	name  protoreflect.Name
+	index int // list index, or -1
 }
 
-func (s *step) String() string {
-	var parts []string
-	for ; s != nil; s = s.parent {
-		p := string(s.name)
-		if s.index >= 0 {
-			p += "[" + strconv.Itoa(s.index) + "]"
+func (w *walker) fail(rule string) error {
+	var b strings.Builder
+	for i, s := range w.path {
+		if i > 0 {
+			b.WriteByte('.')
 		}
-		parts = append(parts, p)
+		b.WriteString(string(s.name))
+		if s.index >= 0 {
+			b.WriteByte('[')
+			b.WriteString(strconv.Itoa(s.index))
+			b.WriteByte(']')
+		}
 	}
-	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
-		parts[i], parts[j] = parts[j], parts[i]
-	}
-	return strings.Join(parts, ".")
+	return &Error{Field: b.String(), Rule: rule}
 }
 
-func check(m protoreflect.Message, l Limits, at *step) error {
+func (w *walker) message(m protoreflect.Message) error {
 	switch m.Descriptor().FullName() {
 	case "google.protobuf.Timestamp":
 		if ts, ok := m.Interface().(*timestamppb.Timestamp); ok && ts.CheckValid() != nil {
-			return &Error{Field: at.String(), Rule: "must be a valid timestamp (years 0001 to 9999)"}
+			return w.fail("must be a valid timestamp (years 0001 to 9999)")
 		}
 		return nil
 	case "google.protobuf.Duration":
 		if d, ok := m.Interface().(*durationpb.Duration); ok && d.CheckValid() != nil {
-			return &Error{Field: at.String(), Rule: "must be a valid duration"}
+			return w.fail("must be a valid duration")
 		}
 		return nil
 	}
@@ -125,52 +131,59 @@ func check(m protoreflect.Message, l Limits, at *step) error {
 		if !m.Has(fd) {
 			continue
 		}
-		here := &step{parent: at, name: fd.Name(), index: -1}
-		switch {
-		case fd.IsList():
-			list := m.Get(fd).List()
-			if max := listLimit(fd, l); list.Len() > max {
-				return &Error{Field: here.String(), Rule: fmt.Sprintf("must hold at most %d items", max)}
-			}
-			for j := 0; j < list.Len(); j++ {
-				if err := checkValue(fd, list.Get(j), l, &step{parent: at, name: fd.Name(), index: j}); err != nil {
-					return err
-				}
-			}
-		case fd.IsMap():
-			mp := m.Get(fd).Map()
-			if mp.Len() > l.ListItems {
-				return &Error{Field: here.String(), Rule: fmt.Sprintf("must hold at most %d entries", l.ListItems)}
-			}
-			var err error
-			mp.Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
-				if fd.MapKey().Kind() == protoreflect.StringKind && len(k.String()) > l.IDBytes {
-					err = &Error{Field: here.String(), Rule: fmt.Sprintf("keys must be at most %d bytes", l.IDBytes)}
-				} else {
-					err = checkValue(fd.MapValue(), v, l, here)
-				}
-				return err == nil
-			})
-			if err != nil {
-				return err
-			}
-		default:
-			if err := checkValue(fd, m.Get(fd), l, here); err != nil {
-				return err
-			}
+		w.path = append(w.path, step{name: fd.Name(), index: -1})
+		if err := w.field(m, fd); err != nil {
+			return err
 		}
+		w.path = w.path[:len(w.path)-1]
 	}
 	return nil
 }
 
-func checkValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, l Limits, at *step) error {
+func (w *walker) field(m protoreflect.Message, fd protoreflect.FieldDescriptor) error {
+	switch {
+	case fd.IsList():
+		list := m.Get(fd).List()
+		if max := listLimit(fd, w.limits); list.Len() > max {
+			return w.fail(fmt.Sprintf("must hold at most %d items", max))
+		}
+		top := len(w.path) - 1
+		for j := 0; j < list.Len(); j++ {
+			w.path[top].index = j
+			if err := w.value(fd, list.Get(j)); err != nil {
+				return err
+			}
+		}
+		w.path[top].index = -1
+	case fd.IsMap():
+		mp := m.Get(fd).Map()
+		if mp.Len() > w.limits.ListItems {
+			return w.fail(fmt.Sprintf("must hold at most %d entries", w.limits.ListItems))
+		}
+		var err error
+		mp.Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
+			if fd.MapKey().Kind() == protoreflect.StringKind && len(k.String()) > w.limits.IDBytes {
+				err = w.fail(fmt.Sprintf("keys must be at most %d bytes", w.limits.IDBytes))
+			} else {
+				err = w.value(fd.MapValue(), v)
+			}
+			return err == nil
+		})
+		return err
+	default:
+		return w.value(fd, m.Get(fd))
+	}
+	return nil
+}
+
+func (w *walker) value(fd protoreflect.FieldDescriptor, v protoreflect.Value) error {
 	switch fd.Kind() {
 	case protoreflect.StringKind:
-		if max := stringLimit(fd, l); len(v.String()) > max {
-			return &Error{Field: at.String(), Rule: fmt.Sprintf("must be at most %d bytes", max)}
+		if max := stringLimit(fd, w.limits); len(v.String()) > max {
+			return w.fail(fmt.Sprintf("must be at most %d bytes", max))
 		}
 	case protoreflect.MessageKind, protoreflect.GroupKind:
-		return check(v.Message(), l, at)
+		return w.message(v.Message())
 	}
 	return nil
 }
