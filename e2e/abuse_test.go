@@ -71,7 +71,7 @@ func TestAbuse_HostileResponderWastesOnlyItsOwnShare(t *testing.T) {
 		ok     = qhinv1.ResponderState_RESPONDER_STATE_OK
 		failed = qhinv1.ResponderState_RESPONDER_STATE_ERROR
 	)
-	huge := strings.Repeat("Quillfeather Lane ", 1<<16) // about 1 MiB
+	huge := strings.Repeat("Quillfeather Lane ", 1<<12) // 72 KiB: within a member's answer, far over a field's limit
 	oversized := &qhinv1.ResponderDiscoverPatientsResponse{}
 	for i := range 3 {
 		oversized.Candidates = append(oversized.Candidates, &qhinv1.Candidate{PatientId: fmt.Sprintf("h%d", i), Score: 1,
@@ -88,9 +88,9 @@ func TestAbuse_HostileResponderWastesOnlyItsOwnShare(t *testing.T) {
 	}{
 		{name: "200,000 tiny candidates, more bytes than a member's answer may have", answer: tinyCandidates(200_000),
 			want: failed, detail: "larger than", maxLinks: 0},
-		{name: "50,000 tiny candidates, of which the first 100 are kept", answer: tinyCandidates(50_000),
+		{name: "15,000 tiny candidates, of which the first 100 are kept", answer: tinyCandidates(15_000),
 			want: ok, detail: "dropped", maxLinks: broker.DefaultMaxCandidatesPerResponder},
-		{name: "candidates with a megabyte address line are dropped", answer: oversized,
+		{name: "candidates with a 72 KiB address line are dropped", answer: oversized,
 			want: failed, detail: "dropped 3 malformed", maxLinks: 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -130,8 +130,8 @@ func TestAbuse_HostileResponderWastesOnlyItsOwnShare(t *testing.T) {
 		})
 	}
 
-	t.Run("40,000 tiny documents, of which the first 1000 are kept", func(t *testing.T) {
-		docs := &qhinv1.ResponderQueryDocumentsResponse{Documents: make([]*qhinv1.DocumentMetadata, 40_000)}
+	t.Run("10,000 tiny documents, of which the first 1000 are kept", func(t *testing.T) {
+		docs := &qhinv1.ResponderQueryDocumentsResponse{Documents: make([]*qhinv1.DocumentMetadata, 10_000)}
 		for i := range docs.Documents {
 			docs.Documents[i] = &qhinv1.DocumentMetadata{Id: fmt.Sprintf("d%06d", i), Sha256: fmt.Sprintf("%064x", i), Size: 1}
 		}
@@ -338,18 +338,37 @@ func TestAbuse_150000LinksAreRefusedBeforeAnyWork(t *testing.T) {
 	gw := dial(t, n, n.ParticipantSource(0)).Gateway()
 	legit := queryMeanwhile(t, dial(t, n, n.ParticipantSource(2)).Gateway(), "p2")
 
-	links := make([]*qhinv1.PatientLink, 150_000)
-	for i := range links {
-		links[i] = &qhinv1.PatientLink{ParticipantId: "p2", PatientId: fmt.Sprintf("p2-%06d", i)}
+	links := func(count int) []*qhinv1.PatientLink {
+		out := make([]*qhinv1.PatientLink, count)
+		for i := range out {
+			out[i] = &qhinv1.PatientLink{ParticipantId: "p2", PatientId: fmt.Sprintf("p2-%06d", i)}
+		}
+		return out
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	_, err := gw.QueryDocuments(ctx, &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(), Links: links})
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "links") {
-		t.Fatalf("150,000 links: %v, want InvalidArgument naming links", err)
-	}
-	if strings.Contains(status.Convert(err).Message(), "p2-0") {
-		t.Errorf("the error %q repeats a link", status.Convert(err).Message())
+	for _, tc := range []struct {
+		name  string
+		links int
+		code  codes.Code
+		says  string
+	}{
+		// Larger than a request may be: gRPC refuses it from its length
+		// prefix, before decoding it.
+		{"150,000 links, more bytes than a request may have", 150_000, codes.ResourceExhausted, "larger than max"},
+		// Within the message cap: the size check refuses it before
+		// anything else looks at it.
+		{"30,000 links", 30_000, codes.InvalidArgument, "links: must hold at most"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			_, err := gw.QueryDocuments(ctx, &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(), Links: links(tc.links)})
+			if status.Code(err) != tc.code || !strings.Contains(status.Convert(err).Message(), tc.says) {
+				t.Fatalf("%v, want %v saying %q", trimmed(err), tc.code, tc.says)
+			}
+			if strings.Contains(status.Convert(err).Message(), "p2-0") {
+				t.Errorf("the error %q repeats a link", status.Convert(err).Message())
+			}
+		})
 	}
 	legit.check(t)
 	// The member was never asked.
