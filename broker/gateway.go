@@ -185,6 +185,7 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 	if len(req.Links) == 0 {
 		return nil, invalid("links", "at least one patient link is required")
 	}
+	members := map[string]bool{}
 	for i, l := range req.Links {
 		if l.GetParticipantId() == "" {
 			return nil, invalid(fmt.Sprintf("links[%d].participant_id", i), "required")
@@ -194,6 +195,9 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 		}
 		if l.GetPatientId() == "" {
 			return nil, invalid(fmt.Sprintf("links[%d].patient_id", i), "required")
+		}
+		if members[l.ParticipantId] = true; len(members) > g.s.limits.MaxMembersPerQuery {
+			return nil, invalid("links", fmt.Sprintf("must name at most %d distinct members (--max-members-per-query)", g.s.limits.MaxMembersPerQuery))
 		}
 	}
 	if req.Since != nil && req.Until != nil && !req.Since.AsTime().Before(req.Until.AsTime()) {

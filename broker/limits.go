@@ -11,6 +11,7 @@ import (
 const (
 	DefaultMaxQueriesPerInitiator    = 64
 	DefaultMaxRetrievesPerInitiator  = 16
+	DefaultMaxMembersPerQuery        = 64
 	DefaultMaxCandidatesPerResponder = 100
 	DefaultMaxDocumentsPerResponder  = 1000
 	DefaultMaxResponderMessageBytes  = 1 << 20
@@ -31,6 +32,9 @@ type Limits struct {
 	// document retrievals.
 	MaxQueriesPerInitiator   int
 	MaxRetrievesPerInitiator int
+	// MaxMembersPerQuery caps the distinct members one document query's
+	// links name: a person is held by a few members, never by hundreds.
+	MaxMembersPerQuery int
 	// MaxCandidatesPerResponder and MaxDocumentsPerResponder cap what the
 	// broker keeps of one member's answer; the rest is dropped, and the
 	// member's status says so.
@@ -54,6 +58,7 @@ func (l Limits) WithDefaults() Limits {
 	l.Fields = l.Fields.WithDefaults()
 	def(&l.MaxQueriesPerInitiator, DefaultMaxQueriesPerInitiator)
 	def(&l.MaxRetrievesPerInitiator, DefaultMaxRetrievesPerInitiator)
+	def(&l.MaxMembersPerQuery, DefaultMaxMembersPerQuery)
 	def(&l.MaxCandidatesPerResponder, DefaultMaxCandidatesPerResponder)
 	def(&l.MaxDocumentsPerResponder, DefaultMaxDocumentsPerResponder)
 	def(&l.MaxResponderMessageBytes, DefaultMaxResponderMessageBytes)

@@ -272,11 +272,11 @@ func TestAbuse_LabelFloodKeepsMetricSeriesBounded(t *testing.T) {
 	gw := dial(t, n, n.ParticipantSource(0)).Gateway()
 	legit := queryMeanwhile(t, gw, "p2")
 
-	// Ten document queries, each naming 999 members that do not exist
-	// besides one real link.
-	for call := range 10 {
+	// 200 document queries, each naming 63 members that do not exist
+	// besides one real link: 12,600 made-up member ids.
+	for call := range 200 {
 		links := []*qhinv1.PatientLink{{ParticipantId: "p2", PatientId: "p2-000042"}}
-		for i := range 999 {
+		for i := range broker.DefaultMaxMembersPerQuery - 1 {
 			links = append(links, &qhinv1.PatientLink{ParticipantId: fmt.Sprintf("zz%d-%d", call, i), PatientId: "x"})
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -289,10 +289,19 @@ func TestAbuse_LabelFloodKeepsMetricSeriesBounded(t *testing.T) {
 			t.Fatalf("call %d: the real link's documents are missing", call)
 		}
 	}
+	// One query may not name more members than that.
+	many := []*qhinv1.PatientLink{{ParticipantId: "p2", PatientId: "p2-000042"}}
+	for i := range broker.DefaultMaxMembersPerQuery {
+		many = append(many, &qhinv1.PatientLink{ParticipantId: fmt.Sprintf("zzz-%d", i), PatientId: "x"})
+	}
+	_, err := gw.QueryDocuments(callCtx(t), &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(), Links: many})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "distinct members") {
+		t.Errorf("a query naming %d members: %v, want InvalidArgument naming the limit", len(many), err)
+	}
 	// Caller text that is no member id at all is refused, and never
 	// becomes a label.
 	text := "Zyxwvutsrq 1911-11-11 MRN-998877"
-	_, err := gw.QueryDocuments(callCtx(t), &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
+	_, err = gw.QueryDocuments(callCtx(t), &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
 		Links: []*qhinv1.PatientLink{{ParticipantId: text, PatientId: "x"}}})
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "links[0].participant_id") {
 		t.Errorf("a link naming %q: %v, want InvalidArgument naming links[0].participant_id", text, err)
@@ -308,7 +317,7 @@ func TestAbuse_LabelFloodKeepsMetricSeriesBounded(t *testing.T) {
 			t.Errorf("%s has %d series over %d participant label values, want at most 4 values", family, count, len(values))
 		}
 	}
-	if strings.Contains(scraped, "Zyxwvutsrq") || strings.Contains(scraped, "zz1-") {
+	if strings.Contains(scraped, "Zyxwvutsrq") || strings.Contains(scraped, "zz1-") || strings.Contains(scraped, "zzz-") {
 		t.Error("caller text became a label value")
 	}
 

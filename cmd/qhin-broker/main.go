@@ -39,6 +39,7 @@ func run() error {
 	cli.AddFieldLimitFlags(flag.CommandLine, &cfg.Limits.Fields)
 	flag.IntVar(&cfg.Limits.MaxQueriesPerInitiator, "max-queries-per-initiator", broker.DefaultMaxQueriesPerInitiator, "discovery and document queries one member may have in flight at this broker")
 	flag.IntVar(&cfg.Limits.MaxRetrievesPerInitiator, "max-retrieves-per-initiator", broker.DefaultMaxRetrievesPerInitiator, "document retrievals one member may have in flight at this broker")
+	flag.IntVar(&cfg.Limits.MaxMembersPerQuery, "max-members-per-query", broker.DefaultMaxMembersPerQuery, "distinct members the links of one document query may name")
 	flag.IntVar(&cfg.Limits.MaxCandidatesPerResponder, "max-candidates-per-responder", broker.DefaultMaxCandidatesPerResponder, "candidates kept from one member's discovery answer")
 	flag.IntVar(&cfg.Limits.MaxDocumentsPerResponder, "max-documents-per-responder", broker.DefaultMaxDocumentsPerResponder, "documents kept from one member's document answer")
 	flag.IntVar(&cfg.Limits.MaxResponderMessageBytes, "max-responder-message-bytes", broker.DefaultMaxResponderMessageBytes, "largest message accepted from a member")

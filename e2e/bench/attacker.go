@@ -476,13 +476,13 @@ func mustMarshal(m proto.Message) rawRequest {
 	return b
 }
 
-const labelFloodDescription = "member p2 sends document queries, each with one real link and 999 naming members that do not exist (64 requests, 63,936 names, encoded once), 4 at a time"
+const labelFloodDescription = "member p2 sends document queries, each with one real link and 63 naming members that do not exist (256 requests, 16,128 names, encoded once), 4 at a time"
 
 func labelFloodAttack(cc *grpc.ClientConn, _ AttackEnv) attack {
-	reqs := make([]rawRequest, 64)
+	reqs := make([]rawRequest, 256)
 	for i := range reqs {
 		links := []*qhinv1.PatientLink{{ParticipantId: "p3", PatientId: "p3-000001"}}
-		for k := range 999 {
+		for k := range 63 {
 			links = append(links, &qhinv1.PatientLink{ParticipantId: fmt.Sprintf("zz%d-%d", i, k), PatientId: "x"})
 		}
 		reqs[i] = mustMarshal(&qhinv1.QueryDocumentsRequest{PurposeOfUse: purposeOfUse, Requester: requester(), Links: links})
