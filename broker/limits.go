@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"math"
 	"time"
 
 	"github.com/openqhin/openqhin/broker/sizes"
@@ -16,13 +17,15 @@ const (
 	DefaultMaxDocumentsPerResponder  = 1000
 	DefaultMaxResponderMessageBytes  = 1 << 20
 	DefaultSendTimeout               = 30 * time.Second
+	DefaultMemberStreamWindowBytes   = 256 << 10
+	DefaultMemberConnWindowBytes     = 1 << 20
 )
 
 // Limits bound the work one caller, or one member, can make a broker do.
 // Zero fields take the defaults.
 type Limits struct {
 	// Server bounds connections, handshakes, streams and messages, and
-	// the flow-control windows the broker grants callers and members.
+	// the flow-control windows the broker grants its callers.
 	Server pki.ServerLimits
 	// Fields caps the string and repeated fields of requests and of
 	// members' answers.
@@ -42,6 +45,11 @@ type Limits struct {
 	MaxDocumentsPerResponder  int
 	// MaxResponderMessageBytes caps one message from a member.
 	MaxResponderMessageBytes int
+	// MemberStreamWindowBytes and MemberConnWindowBytes are the static
+	// flow-control windows the broker grants members: what a member may
+	// stream ahead of what the broker has passed on.
+	MemberStreamWindowBytes int
+	MemberConnWindowBytes   int
 	// SendTimeout bounds how long the broker waits for an initiator to
 	// take each piece of a document it retrieves.
 	SendTimeout time.Duration
@@ -62,6 +70,11 @@ func (l Limits) WithDefaults() Limits {
 	def(&l.MaxCandidatesPerResponder, DefaultMaxCandidatesPerResponder)
 	def(&l.MaxDocumentsPerResponder, DefaultMaxDocumentsPerResponder)
 	def(&l.MaxResponderMessageBytes, DefaultMaxResponderMessageBytes)
+	def(&l.MemberStreamWindowBytes, DefaultMemberStreamWindowBytes)
+	def(&l.MemberConnWindowBytes, DefaultMemberConnWindowBytes)
+	// gRPC takes windows as 32-bit numbers.
+	l.MemberStreamWindowBytes = min(l.MemberStreamWindowBytes, math.MaxInt32)
+	l.MemberConnWindowBytes = min(l.MemberConnWindowBytes, math.MaxInt32)
 	if l.SendTimeout <= 0 {
 		l.SendTimeout = DefaultSendTimeout
 	}

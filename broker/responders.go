@@ -77,8 +77,8 @@ func (r *responders) conn(p *qhinv1.Participant) (*grpc.ClientConn, error) {
 		// gRPC's dynamic windows would let one never-read retrieval
 		// buffer megabytes.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(r.limits.MaxResponderMessageBytes)),
-		grpc.WithStaticStreamWindowSize(int32(r.limits.Server.StreamWindowBytes)),
-		grpc.WithStaticConnWindowSize(int32(r.limits.Server.ConnWindowBytes)),
+		grpc.WithStaticStreamWindowSize(int32(r.limits.MemberStreamWindowBytes)),
+		grpc.WithStaticConnWindowSize(int32(r.limits.MemberConnWindowBytes)),
 	}, telemetry.DialOptions()...)
 	conn, err := grpc.NewClient(p.Endpoint, opts...)
 	if err != nil {

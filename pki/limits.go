@@ -12,7 +12,7 @@ const (
 	DefaultMaxConnectionsPerSource = 64
 	DefaultMaxStreamsPerConnection = 128
 	DefaultMaxRequestBytes         = 1 << 20
-	DefaultStreamWindowBytes       = 256 << 10
+	DefaultStreamWindowBytes       = 64 << 10
 	DefaultConnWindowBytes         = 1 << 20
 )
 
@@ -35,7 +35,9 @@ type ServerLimits struct {
 	// StreamWindowBytes and ConnWindowBytes are the HTTP/2 flow-control
 	// windows the server grants its peers: what a peer may send ahead of
 	// what the server has read. Static, so that a stream's buffer never
-	// grows beyond them.
+	// grows beyond them. Callers send small requests, never streams, so
+	// the stream window is gRPC's smallest: it is also what a caller can
+	// make the server read of a request that is refused for its size.
 	StreamWindowBytes int
 	ConnWindowBytes   int
 }

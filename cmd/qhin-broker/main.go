@@ -44,6 +44,8 @@ func run() error {
 	flag.IntVar(&cfg.Limits.MaxDocumentsPerResponder, "max-documents-per-responder", broker.DefaultMaxDocumentsPerResponder, "documents kept from one member's document answer")
 	flag.IntVar(&cfg.Limits.MaxResponderMessageBytes, "max-responder-message-bytes", broker.DefaultMaxResponderMessageBytes, "largest message accepted from a member")
 	flag.DurationVar(&cfg.Limits.SendTimeout, "send-timeout", broker.DefaultSendTimeout, "time an initiator has to take each chunk of a retrieved document")
+	flag.IntVar(&cfg.Limits.MemberStreamWindowBytes, "member-stream-window-bytes", broker.DefaultMemberStreamWindowBytes, "flow-control window of a stream from a member: what it may send ahead of what this broker has passed on")
+	flag.IntVar(&cfg.Limits.MemberConnWindowBytes, "member-conn-window-bytes", broker.DefaultMemberConnWindowBytes, "flow-control window of a connection to a member")
 	flag.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "Raft entries between snapshots")
 	flag.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 2*time.Minute, "how often to check the snapshot threshold")
 	flag.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "Raft entries kept after a snapshot")

@@ -129,11 +129,15 @@ func printAbuse(w io.Writer, r *bench.AbuseResult) {
 	printMachine(w, r.Machine)
 	fmt.Fprintln(w)
 	t := &table{tw: newTabWriter(w)}
-	t.row("ATTACK", "QUERIES", "ERRORS", "P50 WITHOUT", "P99 WITHOUT", "P50 DURING", "P99 DURING", "P99 RATIO", "B1 PEAK RSS", "B1 CPU-S WITHOUT", "B1 CPU-S DURING", "B1 CPU-S AFTER")
+	t.row("ATTACK", "QUERIES", "ERRORS", "P50 WITHOUT", "P99 WITHOUT", "P50 DURING", "P99 DURING", "P99 RATIO", "B1 PEAK RSS", "B1 CPU-S WITHOUT", "B1 CPU-S DURING", "B1 CPU-S AFTER", "ATTACKER CPU-S")
 	for _, run := range r.Runs {
+		attacker := "-"
+		if r.Options.SeparateAttacker {
+			attacker = fmt.Sprintf("%.2f", run.AttackerCPU)
+		}
 		t.row(run.Attack, fmt.Sprintf("%d/%d", run.Baseline.Queries, run.UnderAttack.Queries), fmt.Sprintf("%d/%d", run.Baseline.Errors, run.UnderAttack.Errors),
 			run.Baseline.Latency.P50, run.Baseline.Latency.P99, run.UnderAttack.Latency.P50, run.UnderAttack.Latency.P99, fmtRatio(run.P99Ratio),
-			fmtBytes(run.AttackPeakRSS), fmt.Sprintf("%.2f", run.BaselineCPU), fmt.Sprintf("%.2f", run.AttackCPU), fmt.Sprintf("%.2f", run.AfterCPU))
+			fmtBytes(run.AttackPeakRSS), fmt.Sprintf("%.2f", run.BaselineCPU), fmt.Sprintf("%.2f", run.AttackCPU), fmt.Sprintf("%.2f", run.AfterCPU), attacker)
 	}
 	t.tw.Flush()
 	fmt.Fprintln(w)

@@ -110,6 +110,9 @@ type AbuseRun struct {
 	// caused, in its own words.
 	AttackCalls int64  `json:"attack_calls"`
 	Detail      string `json:"detail"`
+	// AttackerCPU is the attacker process's CPU seconds during the attack
+	// (zero when it ran in this process).
+	AttackerCPU float64 `json:"attacker_cpu_seconds"`
 }
 
 // LegitLoad is one phase of the legitimate member's closed-loop queries.
@@ -265,6 +268,7 @@ type attack struct {
 // attackRunner is an attack set up in this process or in another.
 type attackRunner interface {
 	description() string
+	pid() int // the attacker's process, or 0 for this one
 	begin() error
 	end() (calls int64, detail string, err error)
 	close()
@@ -281,8 +285,15 @@ func runAttack(ctx context.Context, o AbuseOptions, pid int, legit qhinv1.Gatewa
 		return run, err
 	}
 	watch = watchProc(pid)
+	var attacker *procWatch
+	if a.pid() != 0 {
+		attacker = watchProc(a.pid())
+	}
 	run.UnderAttack = legitLoad(ctx, legit, queries, o.Duration, o.Timeout)
 	under := watch.stop()
+	if attacker != nil {
+		run.AttackerCPU = attacker.stop().cpu.Seconds()
+	}
 	calls, detail, err := a.end()
 	if err != nil {
 		return run, err
@@ -323,6 +334,7 @@ func startAttackInProcess(ctx context.Context, name string, env AttackEnv) (atta
 }
 
 func (p *inProcess) description() string { return p.a.description }
+func (p *inProcess) pid() int            { return 0 }
 func (p *inProcess) begin() error        { p.stop = p.a.start(p.ctx); return nil }
 func (p *inProcess) end() (int64, string, error) {
 	p.cancel()

@@ -237,6 +237,7 @@ func (c *childAttack) expect(want string) error {
 }
 
 func (c *childAttack) description() string { return c.desc }
+func (c *childAttack) pid() int            { return c.cmd.Process.Pid }
 
 func (c *childAttack) begin() error {
 	if _, err := fmt.Fprintln(c.stdin, "go"); err != nil {
