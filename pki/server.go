@@ -68,7 +68,7 @@ func (c ServerConfig) ServerOptions() ([]grpc.ServerOption, error) {
 	lim := c.Limits.WithDefaults()
 	u := append([]grpc.UnaryServerInterceptor{logUnary(log), c.Policy.UnaryInterceptor(), defaultDeadline(timeout)}, c.Unary...)
 	s := append([]grpc.StreamServerInterceptor{logStream(log), c.Policy.StreamInterceptor()}, c.Stream...)
-	return []grpc.ServerOption{
+	return append([]grpc.ServerOption{
 		grpc.Creds(ServerCredentials(c.Source, AuthorizeRoles(self.ID.TrustDomain(), roles...))),
 		grpc.ChainUnaryInterceptor(u...),
 		grpc.ChainStreamInterceptor(s...),
@@ -80,12 +80,25 @@ func (c ServerConfig) ServerOptions() ([]grpc.ServerOption, error) {
 		// Reuse a few goroutines for calls instead of starting one per call,
 		// whose stack then has to grow for every call.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.ConnectionTimeout(lim.HandshakeTimeout),
-		grpc.MaxConcurrentStreams(uint32(lim.MaxStreamsPerConnection)),
-		grpc.MaxRecvMsgSize(lim.MaxRequestBytes),
-		grpc.StaticStreamWindowSize(int32(lim.StreamWindowBytes)),
-		grpc.StaticConnWindowSize(int32(lim.ConnWindowBytes)),
-	}, nil
+	}, lim.serverOptions()...), nil
+}
+
+// GRPCOptions are the gRPC server options that enforce l (its defaults
+// where zero): handshake timeout, streams per connection, message size and
+// static flow-control windows. ServerConfig.ServerOptions includes them; a
+// server built without it (the member's loopback EHR API) uses them alone.
+func (l ServerLimits) GRPCOptions() []grpc.ServerOption {
+	return l.WithDefaults().serverOptions()
+}
+
+func (l ServerLimits) serverOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ConnectionTimeout(l.HandshakeTimeout),
+		grpc.MaxConcurrentStreams(uint32(l.MaxStreamsPerConnection)),
+		grpc.MaxRecvMsgSize(l.MaxRequestBytes),
+		grpc.StaticStreamWindowSize(int32(l.StreamWindowBytes)),
+		grpc.StaticConnWindowSize(int32(l.ConnWindowBytes)),
+	}
 }
 
 // defaultDeadline gives a unary call without a deadline one.

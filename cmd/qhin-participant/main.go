@@ -90,7 +90,9 @@ func run() error {
 			return err
 		}
 		defer conn.Close()
-		api := grpc.NewServer()
+		// The EHR API has no TLS (it is loopback only) but the same limits.
+		l = pki.LimitListener(l, cfg.Limits)
+		api := grpc.NewServer(cfg.Limits.GRPCOptions()...)
 		qhinv1.RegisterGatewayServer(api, participant.NewRelay(conn))
 		go func() { served <- api.Serve(l) }()
 		defer api.GracefulStop()
