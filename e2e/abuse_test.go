@@ -57,7 +57,10 @@ func tinyCandidates(n int) *qhinv1.ResponderDiscoverPatientsResponse {
 }
 
 func TestAbuse_HostileResponderWastesOnlyItsOwnShare(t *testing.T) {
-	n, _ := startNetwork(t, Options{Brokers: 1, Participants: 2})
+	// Generous member and query timeouts: encoding 200,000 candidates takes
+	// the hostile member seconds under the race detector, and its answer
+	// must arrive to be refused for its size.
+	n, _ := startNetwork(t, Options{Brokers: 1, Participants: 2, ResponderTimeout: time.Minute, MaxQueryTimeout: time.Minute})
 	if err := n.Participants[1].Server.PutPatient(context.Background(), "p2-000042", mariaAtP2); err != nil {
 		t.Fatal(err)
 	}
