@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/openqhin/openqhin/broker"
+	"github.com/openqhin/openqhin/broker/telemetry"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -537,6 +538,11 @@ func TestAbuse_OversizedFieldsAreRefusedNamingTheField(t *testing.T) {
 	}
 	if containsValue(logs.String(), mark+mark) {
 		t.Error("an oversized value reached the logs")
+	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if len(line) > telemetry.MaxLogRecord+2<<10 {
+			t.Errorf("a log line of %d bytes: %.200s", len(line), line)
+		}
 	}
 	if err := findMaria(gw, "p2"); err != nil {
 		t.Errorf("phase %q: %v", "legitimate query after the oversized ones", err)
