@@ -18,6 +18,7 @@ import (
 
 	"github.com/openqhin/openqhin/broker/fanout"
 	"github.com/openqhin/openqhin/broker/purpose"
+	"github.com/openqhin/openqhin/broker/sizes"
 	"github.com/openqhin/openqhin/participant/match"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
@@ -108,10 +109,18 @@ func newQueryID() string {
 // and merges their candidates.
 func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPatientsRequest) (_ *qhinv1.DiscoverPatientsResponse, err error) {
 	defer func(start time.Time) { g.s.metrics.query("discover", req.PurposeOfUse, start, err) }(time.Now())
+	if err := g.checkSizes(req); err != nil {
+		return nil, err
+	}
 	init, err := g.initiator(ctx, req.PurposeOfUse, req.Requester)
 	if err != nil {
 		return nil, err
 	}
+	release, err := g.s.queries.acquire(init.Id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if err := match.Validate(req.Demographics); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -127,26 +136,31 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 	defer cancel()
 	start := time.Now()
 	outcomes := fanout.Run(ctx, ids(ask), fanout.Options{Timeout: g.s.cfg.ResponderTimeout},
-		func(ctx context.Context, id string) ([]*qhinv1.Candidate, error) {
-			c, err := g.s.responders.client(byID[id])
+		func(ctx context.Context, id string) (*candidatesAnswer, error) {
+			conn, err := g.s.responders.conn(byID[id])
 			if err != nil {
 				return nil, err
 			}
-			resp, err := c.DiscoverPatients(ctx, &qhinv1.ResponderDiscoverPatientsRequest{Context: qc, Demographics: req.Demographics})
-			return resp.GetCandidates(), err
+			ans := newCandidatesAnswer(g.s.limits.MaxCandidatesPerResponder)
+			err = conn.Invoke(ctx, qhinv1.Responder_DiscoverPatients_FullMethodName,
+				&qhinv1.ResponderDiscoverPatientsRequest{Context: qc, Demographics: req.Demographics}, ans, grpc.ForceCodecV2(answerCodec{}))
+			return ans, err
 		},
-		func(c []*qhinv1.Candidate) bool { return len(c) == 0 })
+		func(a *candidatesAnswer) bool { return a.sent == 0 })
 
 	found := make([]fanout.Found, 0, len(outcomes))
 	resp := &qhinv1.DiscoverPatientsResponse{QueryId: qc.QueryId}
 	for _, o := range outcomes {
-		if o.Status.Status == qhinv1.ResponderState_RESPONDER_STATE_OK {
-			found = append(found, fanout.Found{ParticipantID: o.ParticipantID, Candidates: o.Value})
+		if o.Value != nil {
+			kept := fanout.Keep(o.Status, o.Value.items, o.Value.sent, g.s.limits.MaxCandidatesPerResponder, "candidates", g.validCandidate)
+			if o.Status.Status == qhinv1.ResponderState_RESPONDER_STATE_OK {
+				found = append(found, fanout.Found{ParticipantID: o.ParticipantID, Candidates: kept})
+			}
 		}
 		resp.Responders = append(resp.Responders, o.Status)
 	}
 	resp.Responders = append(resp.Responders, skipped...)
-	resp.Persons = fanout.MergePersons(found)
+	resp.Persons = fanout.MergePersons(ctx, found)
 	g.s.metrics.fanout(len(ask), resp.Responders)
 	g.s.logQuery(ctx, "discover", qc, start, resp.Responders, "persons", len(resp.Persons))
 	return resp, nil
@@ -156,19 +170,34 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 // documents.
 func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocumentsRequest) (_ *qhinv1.QueryDocumentsResponse, err error) {
 	defer func(start time.Time) { g.s.metrics.query("documents", req.PurposeOfUse, start, err) }(time.Now())
+	if err := g.checkSizes(req); err != nil {
+		return nil, err
+	}
 	init, err := g.initiator(ctx, req.PurposeOfUse, req.Requester)
 	if err != nil {
 		return nil, err
 	}
+	release, err := g.s.queries.acquire(init.Id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if len(req.Links) == 0 {
 		return nil, invalid("links", "at least one patient link is required")
 	}
+	members := map[string]bool{}
 	for i, l := range req.Links {
 		if l.GetParticipantId() == "" {
 			return nil, invalid(fmt.Sprintf("links[%d].participant_id", i), "required")
 		}
+		if pki.ValidateName(l.ParticipantId) != nil {
+			return nil, invalid(fmt.Sprintf("links[%d].participant_id", i), memberIDRule)
+		}
 		if l.GetPatientId() == "" {
 			return nil, invalid(fmt.Sprintf("links[%d].patient_id", i), "required")
+		}
+		if members[l.ParticipantId] = true; len(members) > g.s.limits.MaxMembersPerQuery {
+			return nil, invalid("links", fmt.Sprintf("must name at most %d distinct members (--max-members-per-query)", g.s.limits.MaxMembersPerQuery))
 		}
 	}
 	if req.Since != nil && req.Until != nil && !req.Since.AsTime().Before(req.Until.AsTime()) {
@@ -186,35 +215,36 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 	defer cancel()
 	start := time.Now()
 	outcomes := fanout.Run(ctx, ids(ask), fanout.Options{Timeout: g.s.cfg.ResponderTimeout},
-		func(ctx context.Context, id string) ([]*qhinv1.DocumentMetadata, error) {
-			c, err := g.s.responders.client(byID[id])
+		func(ctx context.Context, id string) (*documentsAnswer, error) {
+			conn, err := g.s.responders.conn(byID[id])
 			if err != nil {
 				return nil, err
 			}
-			resp, err := c.QueryDocuments(ctx, &qhinv1.ResponderQueryDocumentsRequest{
+			ans := newDocumentsAnswer(g.s.limits.MaxDocumentsPerResponder)
+			err = conn.Invoke(ctx, qhinv1.Responder_QueryDocuments_FullMethodName, &qhinv1.ResponderQueryDocumentsRequest{
 				Context: qc, PatientIds: patients[id], TypeCodes: req.TypeCodes, Since: req.Since, Until: req.Until,
-			})
-			if err != nil {
-				return nil, err
-			}
-			docs := resp.GetDocuments()
-			for _, d := range docs {
-				// The broker states where a document came from; a
-				// member cannot claim another's.
-				d.SourceParticipantId = id
-				if d.Patient == nil {
-					d.Patient = &qhinv1.PatientLink{}
-				}
-				d.Patient.ParticipantId = id
-			}
-			return docs, nil
+			}, ans, grpc.ForceCodecV2(answerCodec{}))
+			return ans, err
 		},
-		func(d []*qhinv1.DocumentMetadata) bool { return len(d) == 0 })
+		func(a *documentsAnswer) bool { return a.sent == 0 })
 
 	resp := &qhinv1.QueryDocumentsResponse{QueryId: qc.QueryId}
 	var lists [][]*qhinv1.DocumentMetadata
 	for _, o := range outcomes {
-		lists = append(lists, o.Value)
+		var kept []*qhinv1.DocumentMetadata
+		if o.Value != nil {
+			kept = fanout.Keep(o.Status, o.Value.items, o.Value.sent, g.s.limits.MaxDocumentsPerResponder, "documents", g.validDocument)
+		}
+		for _, d := range kept {
+			// The broker states where a document came from; a member
+			// cannot claim another's.
+			d.SourceParticipantId = o.ParticipantID
+			if d.Patient == nil {
+				d.Patient = &qhinv1.PatientLink{}
+			}
+			d.Patient.ParticipantId = o.ParticipantID
+		}
+		lists = append(lists, kept)
 		resp.Responders = append(resp.Responders, o.Status)
 	}
 	resp.Responders = append(resp.Responders, skipped...)
@@ -231,12 +261,23 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc.ServerStreamingServer[qhinv1.RetrieveDocumentResponse]) (err error) {
 	defer func(start time.Time) { g.s.metrics.query("retrieve", req.PurposeOfUse, start, err) }(time.Now())
 	ctx := out.Context()
+	if err := g.checkSizes(req); err != nil {
+		return err
+	}
 	init, err := g.initiator(ctx, req.PurposeOfUse, req.Requester)
 	if err != nil {
 		return err
 	}
+	release, err := g.s.retrievals.acquire(init.Id)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if req.GetLink().GetParticipantId() == "" {
 		return invalid("link.participant_id", "required")
+	}
+	if pki.ValidateName(req.Link.ParticipantId) != nil {
+		return invalid("link.participant_id", memberIDRule)
 	}
 	if req.GetLink().GetDocumentId() == "" {
 		return invalid("link.document_id", "required")
@@ -247,7 +288,7 @@ func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc
 	}
 	holder, ok := directory[req.Link.ParticipantId]
 	if !ok {
-		return status.Errorf(codes.NotFound, "link.participant_id: %s is not a member of the network", req.Link.ParticipantId)
+		return status.Error(codes.NotFound, "link.participant_id: not a member of the network")
 	}
 	if reason, ok := askable(holder, req.PurposeOfUse); !ok {
 		return status.Errorf(codes.FailedPrecondition, "participant %s: %s", holder.Id, reason)
@@ -260,9 +301,23 @@ func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// The watchdog runs only while the broker waits on the holder: time
+	// spent handing chunks to a slow initiator is the initiator's, bounded
+	// by the send timeout, and never blamed on the holder.
 	errStalled := fmt.Errorf("participant %s stopped sending for %v", holder.Id, g.s.cfg.ResponderTimeout)
 	watchdog := time.AfterFunc(g.s.cfg.ResponderTimeout, func() { cancel(errStalled) })
 	defer watchdog.Stop()
+	sender := newBoundedSender(out, g.s.limits.SendTimeout)
+	defer sender.close()
+	send := func(m *qhinv1.RetrieveDocumentResponse) error {
+		watchdog.Stop()
+		err := sender.send(m)
+		if errors.Is(err, errSendTimeout) {
+			return status.Errorf(codes.DeadlineExceeded, "the initiator did not take the next chunk within %v (--send-timeout)", g.s.limits.SendTimeout)
+		}
+		watchdog.Reset(g.s.cfg.ResponderTimeout)
+		return err
+	}
 
 	start := time.Now()
 	in, err := c.RetrieveDocument(ctx, &qhinv1.ResponderRetrieveDocumentRequest{Context: qc, DocumentId: req.Link.DocumentId})
@@ -282,11 +337,13 @@ func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc
 		if err != nil {
 			return retrieveError(ctx, holder.Id, err)
 		}
-		watchdog.Reset(g.s.cfg.ResponderTimeout)
 		switch part := msg.Part.(type) {
 		case *qhinv1.RetrieveDocumentResponse_Header:
 			if header != nil {
 				return status.Errorf(codes.DataLoss, "participant %s sent a second header", holder.Id)
+			}
+			if err := sizes.Check(part.Header, g.s.limits.Fields); err != nil {
+				return status.Errorf(codes.DataLoss, "participant %s sent a malformed header: %v", holder.Id, err)
 			}
 			header = proto.Clone(part.Header).(*qhinv1.DocumentMetadata)
 			header.SourceParticipantId = holder.Id
@@ -295,7 +352,7 @@ func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc
 			}
 			header.Patient.ParticipantId = holder.Id
 			h = sha256.New()
-			if err := out.Send(&qhinv1.RetrieveDocumentResponse{Part: &qhinv1.RetrieveDocumentResponse_Header{Header: header}}); err != nil {
+			if err := send(&qhinv1.RetrieveDocumentResponse{Part: &qhinv1.RetrieveDocumentResponse_Header{Header: header}}); err != nil {
 				return err
 			}
 		case *qhinv1.RetrieveDocumentResponse_Chunk:
@@ -305,9 +362,12 @@ func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc
 			data := part.Chunk
 			h.Write(data)
 			size += int64(len(data))
+			if size > header.Size {
+				return status.Errorf(codes.DataLoss, "participant %s sent more content than its header announced", holder.Id)
+			}
 			for len(data) > 0 {
 				n := min(len(data), MaxChunk)
-				if err := out.Send(&qhinv1.RetrieveDocumentResponse{Part: &qhinv1.RetrieveDocumentResponse_Chunk{Chunk: data[:n]}}); err != nil {
+				if err := send(&qhinv1.RetrieveDocumentResponse{Part: &qhinv1.RetrieveDocumentResponse_Chunk{Chunk: data[:n]}}); err != nil {
 					return err
 				}
 				data = data[n:]
@@ -340,6 +400,10 @@ func retrieveError(ctx context.Context, holder string, err error) error {
 		return status.Errorf(codes.Unavailable, "participant %s is unreachable", holder)
 	case codes.Canceled:
 		return status.Error(codes.Canceled, "retrieval cancelled")
+	case codes.Aborted:
+		return status.Errorf(codes.Aborted, "the document changed at participant %s during the retrieval; retry", holder)
+	case codes.ResourceExhausted:
+		return status.Errorf(codes.DataLoss, "participant %s sent a message larger than the broker accepts", holder)
 	}
 	return status.Errorf(codes.Internal, "participant %s failed: %s", holder, status.Code(err))
 }
@@ -358,4 +422,40 @@ func ids(ps []*qhinv1.Participant) []string {
 		out[i] = p.Id
 	}
 	return out
+}
+
+// memberIDRule is what a member id must look like, in the words errors use.
+const memberIDRule = "must be a member id: 1-63 lowercase letters, digits, '.', '_' or '-'"
+
+// checkSizes caps every string and repeated field of a Gateway request
+// before anything else is done with it.
+func (g *gateway) checkSizes(req proto.Message) error {
+	if err := sizes.Check(req, g.s.limits.Fields); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return nil
+}
+
+// validCandidate accepts a member's candidate that is within the field
+// limits and names a patient with a score in [0, 1].
+func (g *gateway) validCandidate(c *qhinv1.Candidate) error {
+	switch {
+	case c == nil || c.PatientId == "":
+		return errors.New("no patient id")
+	case !(c.Score >= 0 && c.Score <= 1):
+		return errors.New("score outside [0, 1]")
+	}
+	return sizes.Check(c, g.s.limits.Fields)
+}
+
+// validDocument accepts a member's document entry that is within the field
+// limits and has an id and a size.
+func (g *gateway) validDocument(d *qhinv1.DocumentMetadata) error {
+	switch {
+	case d == nil || d.Id == "":
+		return errors.New("no document id")
+	case d.Size < 0:
+		return errors.New("negative size")
+	}
+	return sizes.Check(d, g.s.limits.Fields)
 }

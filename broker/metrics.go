@@ -2,6 +2,7 @@ package broker
 
 import (
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,12 +22,24 @@ type metrics struct {
 	responders       *prometheus.CounterVec
 	responderLatency *prometheus.HistogramVec
 	fanoutWidth      prometheus.Histogram
+
+	// members are the ids a participant label may hold: the directory's
+	// members that have not retired. Any other id counts as unknownMember.
+	mu      sync.Mutex
+	members map[string]bool
 }
+
+// unknownMember is the participant label of an id that is not a member.
+const unknownMember = "unknown"
 
 const ns = telemetry.Namespace
 
-func newMetrics(reg *prometheus.Registry, node *cluster.Node) *metrics {
+// newMetrics registers the broker's metrics. refresh is called at each
+// scrape before the directory is reported, so that the participant labels
+// follow the directory even when no query runs.
+func newMetrics(reg *prometheus.Registry, node *cluster.Node, refresh func()) *metrics {
 	m := &metrics{
+		members: map[string]bool{},
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "queries_total",
 			Help: "Queries through the Gateway by method (discover, documents, retrieve), purpose and outcome (gRPC code).",
@@ -64,7 +77,7 @@ func newMetrics(reg *prometheus.Registry, node *cluster.Node) *metrics {
 		gauge("last_snapshot_index", "Index of this node's latest snapshot.", func() float64 { return float64(node.LastSnapshotIndex()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: "raft", Name: "leader_changes_total",
 			Help: "Leader changes this node has observed."}, func() float64 { return float64(node.LeaderChanges()) }),
-		newDirectoryCollector(node),
+		newDirectoryCollector(node, refresh),
 	)
 	return m
 }
@@ -85,28 +98,82 @@ func (m *metrics) query(method, purposeCode string, start time.Time, err error) 
 
 func (m *metrics) fanout(asked int, statuses []*qhinv1.ResponderStatus) {
 	m.fanoutWidth.Observe(float64(asked))
+	type series struct {
+		member string
+		state  qhinv1.ResponderState
+	}
+	counts := map[series]int{}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, r := range statuses {
-		m.responders.WithLabelValues(r.ParticipantId, strings.ToLower(strings.TrimPrefix(r.Status.String(), "RESPONDER_STATE_"))).Inc()
-		if r.Status != qhinv1.ResponderState_RESPONDER_STATE_SKIPPED {
-			m.responderLatency.WithLabelValues(r.ParticipantId).Observe(r.Latency.AsDuration().Seconds())
+		id := r.ParticipantId
+		if !m.members[id] {
+			id = unknownMember
 		}
+		counts[series{id, r.Status}]++
+		if r.Status != qhinv1.ResponderState_RESPONDER_STATE_SKIPPED {
+			m.responderLatency.WithLabelValues(id).Observe(r.Latency.AsDuration().Seconds())
+		}
+	}
+	for s, n := range counts {
+		m.responders.WithLabelValues(s.member, stateLabel(s.state)).Add(float64(n))
+	}
+}
+
+// stateLabel is a responder state as a label value, from the enum's fixed
+// names.
+func stateLabel(s qhinv1.ResponderState) string {
+	if _, ok := qhinv1.ResponderState_name[int32(s)]; !ok {
+		return unknownMember
+	}
+	return strings.ToLower(strings.TrimPrefix(s.String(), "RESPONDER_STATE_"))
+}
+
+// setMembers makes ps the members participant labels may name, and removes
+// the series of those that are no longer members (they retired, or left the
+// directory).
+func (m *metrics) setMembers(ps []*qhinv1.Participant) {
+	next := make(map[string]bool, len(ps))
+	for _, p := range ps {
+		next[p.Id] = true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id := range m.members {
+		if !next[id] {
+			m.responders.DeletePartialMatch(prometheus.Labels{"participant": id})
+			m.responderLatency.DeletePartialMatch(prometheus.Labels{"participant": id})
+		}
+	}
+	m.members = next
+}
+
+// refreshRouting reloads the routing table if the directory moved, which
+// also updates the metrics' members.
+func (s *Server) refreshRouting() {
+	if _, _, err := s.routing.get(s.node.FSM()); err != nil {
+		s.log.Debug("routing table not refreshed for metrics", "error", err)
 	}
 }
 
 // directoryCollector reports members by status at each scrape.
 type directoryCollector struct {
-	node *cluster.Node
-	desc *prometheus.Desc
+	node    *cluster.Node
+	refresh func()
+	desc    *prometheus.Desc
 }
 
-func newDirectoryCollector(node *cluster.Node) *directoryCollector {
-	return &directoryCollector{node: node, desc: prometheus.NewDesc(ns+"_directory_participants",
+func newDirectoryCollector(node *cluster.Node, refresh func()) *directoryCollector {
+	return &directoryCollector{node: node, refresh: refresh, desc: prometheus.NewDesc(ns+"_directory_participants",
 		"Members in this broker's directory, by status.", []string{"status"}, nil)}
 }
 
 func (c *directoryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *directoryCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.refresh != nil {
+		c.refresh()
+	}
 	ps, err := c.node.FSM().Participants(qhinv1.ParticipantStatus_PARTICIPANT_STATUS_UNSPECIFIED)
 	if err != nil {
 		return

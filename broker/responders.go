@@ -18,7 +18,8 @@ import (
 // connection accepts only the SPIFFE ID the directory lists for the member,
 // so a broker never sends a query to an impostor at a member's address.
 type responders struct {
-	src pki.Source
+	src    pki.Source
+	limits Limits
 
 	mu    sync.Mutex
 	conns map[string]*responderConn
@@ -30,13 +31,23 @@ type responderConn struct {
 	conn     *grpc.ClientConn
 }
 
-func newResponders(src pki.Source) *responders {
-	return &responders{src: src, conns: map[string]*responderConn{}}
+func newResponders(src pki.Source, limits Limits) *responders {
+	return &responders{src: src, limits: limits, conns: map[string]*responderConn{}}
 }
 
 // client returns a Responder client for the member, redialing when the
 // directory moved it or changed its identity.
 func (r *responders) client(p *qhinv1.Participant) (qhinv1.ResponderClient, error) {
+	conn, err := r.conn(p)
+	if err != nil {
+		return nil, err
+	}
+	return qhinv1.NewResponderClient(conn), nil
+}
+
+// conn returns the connection to the member's Responder, redialing when the
+// directory moved it or changed its identity.
+func (r *responders) conn(p *qhinv1.Participant) (*grpc.ClientConn, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.conns == nil {
@@ -44,7 +55,7 @@ func (r *responders) client(p *qhinv1.Participant) (qhinv1.ResponderClient, erro
 	}
 	if c, ok := r.conns[p.Id]; ok {
 		if c.endpoint == p.Endpoint && c.spiffeID == p.SpiffeId {
-			return qhinv1.NewResponderClient(c.conn), nil
+			return c.conn, nil
 		}
 		c.conn.Close()
 		delete(r.conns, p.Id)
@@ -61,14 +72,20 @@ func (r *responders) client(p *qhinv1.Participant) (qhinv1.ResponderClient, erro
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 			MinConnectTimeout: 2 * time.Second,
 		}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
+		// A member's answer is capped in bytes, and what it streams ahead
+		// of what the broker has passed on is capped by static windows:
+		// gRPC's dynamic windows would let one never-read retrieval
+		// buffer megabytes.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(r.limits.MaxResponderMessageBytes)),
+		grpc.WithStaticStreamWindowSize(int32(r.limits.MemberStreamWindowBytes)),
+		grpc.WithStaticConnWindowSize(int32(r.limits.MemberConnWindowBytes)),
 	}, telemetry.DialOptions()...)
 	conn, err := grpc.NewClient(p.Endpoint, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("participant %s: dial: %w", p.Id, err)
 	}
 	r.conns[p.Id] = &responderConn{endpoint: p.Endpoint, spiffeID: p.SpiffeId, conn: conn}
-	return qhinv1.NewResponderClient(conn), nil
+	return conn, nil
 }
 
 func (r *responders) close() {

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/openqhin/openqhin/broker/fanout"
@@ -48,27 +47,33 @@ func askable(p *qhinv1.Participant, purposeCode string) (string, bool) {
 }
 
 // routeLinks groups a document query's links by member and decides which of
-// those members may be asked, in the order the links first name them.
+// those members may be asked, in the order the links first name them. Only
+// the members asked get a patient list; each patient is listed once.
 func routeLinks(directory map[string]*qhinv1.Participant, links []*qhinv1.PatientLink, purposeCode string) (ask []*qhinv1.Participant, patients map[string][]string, skipped []*qhinv1.ResponderStatus) {
 	patients = map[string][]string{}
-	seen := map[string]bool{}
+	// asked says, for each member the links name, whether it is asked.
+	asked := map[string]bool{}
+	type pair struct{ member, patient string }
+	seenPatient := map[pair]bool{}
 	for _, l := range links {
 		id := l.ParticipantId
-		if !seen[id] {
-			seen[id] = true
-			p, ok := directory[id]
+		ok, seen := asked[id]
+		if !seen {
+			p, member := directory[id]
 			switch {
-			case !ok:
+			case !member:
 				skipped = append(skipped, fanout.Skipped(id, "not a member of the network"))
 			default:
-				if reason, ok := askable(p, purposeCode); !ok {
+				if reason, can := askable(p, purposeCode); !can {
 					skipped = append(skipped, fanout.Skipped(id, reason))
 				} else {
-					ask = append(ask, p)
+					ask, ok = append(ask, p), true
 				}
 			}
+			asked[id] = ok
 		}
-		if !slices.Contains(patients[id], l.PatientId) {
+		if k := (pair{id, l.PatientId}); ok && !seenPatient[k] {
+			seenPatient[k] = true
 			patients[id] = append(patients[id], l.PatientId)
 		}
 	}
@@ -84,6 +89,8 @@ type routingTable struct {
 	version uint64
 	members []*qhinv1.Participant
 	byID    map[string]*qhinv1.Participant
+	// onReload, when set, is told the members after each reload.
+	onReload func([]*qhinv1.Participant)
 }
 
 // get returns the members, in id order, and an index of them. Callers must
@@ -106,5 +113,8 @@ func (r *routingTable) get(f *fsm.FSM) ([]*qhinv1.Participant, map[string]*qhinv
 		}
 	}
 	r.members, r.byID, r.version, r.loaded = members, index(members), v, true
+	if r.onReload != nil {
+		r.onReload(members)
+	}
 	return r.members, r.byID, nil
 }

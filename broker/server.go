@@ -52,6 +52,8 @@ type Config struct {
 	// MaxQueryTimeout caps a query's overall deadline, whatever the caller
 	// asks for.
 	MaxQueryTimeout time.Duration
+	// Limits bound the work one caller or member can cause.
+	Limits Limits
 
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
@@ -83,6 +85,10 @@ type Server struct {
 	routing    routingTable
 	telemetry  *telemetry.Metrics
 	metrics    *metrics
+	limits     Limits
+	listener   *pki.Listener
+	queries    *inflight
+	retrievals *inflight
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -114,6 +120,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxQueryTimeout <= 0 {
 		cfg.MaxQueryTimeout = DefaultMaxQueryTimeout
 	}
+	cfg.Limits = cfg.Limits.WithDefaults()
+	listener := pki.LimitListener(cfg.GRPCListener, cfg.Limits.Server)
+	cfg.GRPCListener = listener
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -152,13 +161,19 @@ func New(cfg Config) (*Server, error) {
 		log:        log,
 		node:       node,
 		health:     health.NewServer(),
-		responders: newResponders(cfg.Source),
+		responders: newResponders(cfg.Source, cfg.Limits),
 		stop:       make(chan struct{}),
+		limits:     cfg.Limits,
+		listener:   listener,
+		queries:    newInflight(cfg.Limits.MaxQueriesPerInitiator, "queries", "--max-queries-per-initiator"),
+		retrievals: newInflight(cfg.Limits.MaxRetrievesPerInitiator, "retrievals", "--max-retrieves-per-initiator"),
 	}
 	s.telemetry = telemetry.NewMetrics(cfg.Source)
-	s.metrics = newMetrics(s.telemetry.Registry, node)
+	s.telemetry.WatchListener(listener)
+	s.metrics = newMetrics(s.telemetry.Registry, node, s.refreshRouting)
+	s.routing.onReload = s.metrics.setMembers
 	opts, err := pki.ServerConfig{
-		Source: cfg.Source, Policy: pki.DefaultPolicy, Logger: log,
+		Source: cfg.Source, Policy: pki.DefaultPolicy, Logger: log, Limits: cfg.Limits.Server,
 		Unary:  []grpc.UnaryServerInterceptor{s.telemetry.UnaryInterceptor()},
 		Stream: []grpc.StreamServerInterceptor{s.telemetry.StreamInterceptor()},
 	}.ServerOptions()

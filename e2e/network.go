@@ -48,6 +48,8 @@ type Options struct {
 	// ResponderTimeout and MaxQueryTimeout configure the brokers.
 	ResponderTimeout time.Duration
 	MaxQueryTimeout  time.Duration
+	// Limits bound the brokers' work per caller and member.
+	Limits broker.Limits
 	// FastRaft shortens Raft's timers, for tests.
 	FastRaft          bool
 	SnapshotThreshold uint64
@@ -276,6 +278,7 @@ func (n *Network) StartBroker(i int) error {
 		Source:            b.source,
 		ResponderTimeout:  n.opts.ResponderTimeout,
 		MaxQueryTimeout:   n.opts.MaxQueryTimeout,
+		Limits:            n.opts.Limits,
 		SnapshotThreshold: n.opts.SnapshotThreshold,
 		SnapshotInterval:  n.opts.SnapshotInterval,
 		TrailingLogs:      n.opts.TrailingLogs,

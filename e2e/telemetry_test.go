@@ -161,38 +161,45 @@ func TestTracing_OneTraceFromInitiatorThroughBrokerToEveryResponder(t *testing.T
 		t.Fatal(err)
 	}
 	// Flush without shutting down: the in-memory exporter forgets its
-	// spans on shutdown.
-	if err := otel.GetTracerProvider().(*sdktrace.TracerProvider).ForceFlush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-
-	var spans []sdktrace.ReadOnlySpan
-	for _, s := range exp.GetSpans().Snapshots() {
-		spans = append(spans, s)
-	}
-	var root trace.TraceID
-	for _, s := range spans {
-		if s.Name() == "qhin.v1.Gateway/DiscoverPatients" && s.SpanKind() == trace.SpanKindClient {
-			root = s.SpanContext().TraceID()
-		}
-	}
-	if !root.IsValid() {
-		t.Fatalf("no initiator span among %d spans", len(spans))
-	}
-	count := map[string]int{}
-	for _, s := range spans {
-		if s.SpanContext().TraceID() == root {
-			count[s.Name()+"/"+s.SpanKind().String()]++
-		}
-	}
-	for name, want := range map[string]int{
+	// spans on shutdown. A server span ends just after its answer is sent,
+	// so its client can be done first: wait until every span is exported.
+	want := map[string]int{
 		"qhin.v1.Gateway/DiscoverPatients/client":   1,
 		"qhin.v1.Gateway/DiscoverPatients/server":   1,
 		"qhin.v1.Responder/DiscoverPatients/client": 2,
 		"qhin.v1.Responder/DiscoverPatients/server": 2,
-	} {
-		if count[name] != want {
-			t.Errorf("%d %s spans in the trace, want %d (all: %v)", count[name], name, want, count)
+	}
+	var root trace.TraceID
+	count := map[string]int{}
+	pollUntil(t, 10*time.Second, "the query's spans are exported", func() error {
+		if err := otel.GetTracerProvider().(*sdktrace.TracerProvider).ForceFlush(context.Background()); err != nil {
+			return err
+		}
+		spans := exp.GetSpans().Snapshots()
+		for _, s := range spans {
+			if s.Name() == "qhin.v1.Gateway/DiscoverPatients" && s.SpanKind() == trace.SpanKindClient {
+				root = s.SpanContext().TraceID()
+			}
+		}
+		if !root.IsValid() {
+			return fmt.Errorf("no initiator span among %d spans", len(spans))
+		}
+		clear(count)
+		for _, s := range spans {
+			if s.SpanContext().TraceID() == root {
+				count[s.Name()+"/"+s.SpanKind().String()]++
+			}
+		}
+		for name, n := range want {
+			if count[name] < n {
+				return fmt.Errorf("%d %s spans in the trace, want %d (all: %v)", count[name], name, n, count)
+			}
+		}
+		return nil
+	})
+	for name, n := range want {
+		if count[name] != n {
+			t.Errorf("%d %s spans in the trace, want %d (all: %v)", count[name], name, n, count)
 		}
 	}
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/openqhin/openqhin/broker/sizes"
 	"github.com/openqhin/openqhin/participant/match"
 	"github.com/openqhin/openqhin/participant/store"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
@@ -36,6 +37,15 @@ func (r *responder) delay(ctx context.Context) error {
 	}
 }
 
+// checkSizes caps every string and repeated field of a broker's request
+// before anything else is done with it.
+func (r *responder) checkSizes(req proto.Message) error {
+	if err := sizes.Check(req, r.s.cfg.Fields); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return nil
+}
+
 func checkContext(qc *qhinv1.QueryContext) error {
 	if qc == nil {
 		return status.Error(codes.InvalidArgument, "context: required")
@@ -51,6 +61,9 @@ func checkContext(qc *qhinv1.QueryContext) error {
 
 func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderDiscoverPatientsRequest) (_ *qhinv1.ResponderDiscoverPatientsResponse, err error) {
 	defer func(start time.Time) { r.s.metrics.answer("discover", req.GetContext().GetPurposeOfUse(), start, err) }(time.Now())
+	if err := r.checkSizes(req); err != nil {
+		return nil, err
+	}
 	if err := checkContext(req.Context); err != nil {
 		return nil, err
 	}
@@ -68,7 +81,8 @@ func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderD
 			continue // removed since it was indexed
 		}
 		if err != nil {
-			return nil, status.Errorf(codes.Internal, "read patient %s: %v", m.ID, err)
+			r.s.log.ErrorContext(ctx, "read patient", "query_id", req.Context.QueryId, "patient", m.ID, "error", err)
+			return nil, status.Error(codes.Internal, "reading a matched patient failed")
 		}
 		resp.Candidates = append(resp.Candidates, &qhinv1.Candidate{PatientId: m.ID, Demographics: d, Score: m.Score, Explanation: m.Pair.Explanation()})
 	}
@@ -79,6 +93,9 @@ func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderD
 
 func (r *responder) QueryDocuments(ctx context.Context, req *qhinv1.ResponderQueryDocumentsRequest) (_ *qhinv1.ResponderQueryDocumentsResponse, err error) {
 	defer func(start time.Time) { r.s.metrics.answer("documents", req.GetContext().GetPurposeOfUse(), start, err) }(time.Now())
+	if err := r.checkSizes(req); err != nil {
+		return nil, err
+	}
 	if err := checkContext(req.Context); err != nil {
 		return nil, err
 	}
@@ -97,7 +114,8 @@ func (r *responder) QueryDocuments(ctx context.Context, req *qhinv1.ResponderQue
 	}
 	docs, err := r.s.store.Documents(req.PatientIds, f)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "list documents: %v", err)
+		r.s.log.ErrorContext(ctx, "list documents", "query_id", req.Context.QueryId, "error", err)
+		return nil, status.Error(codes.Internal, "listing documents failed")
 	}
 	r.s.log.InfoContext(ctx, "documents", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
 		"purpose", req.Context.PurposeOfUse, "documents", len(docs))
@@ -107,6 +125,9 @@ func (r *responder) QueryDocuments(ctx context.Context, req *qhinv1.ResponderQue
 func (r *responder) RetrieveDocument(req *qhinv1.ResponderRetrieveDocumentRequest, out grpc.ServerStreamingServer[qhinv1.RetrieveDocumentResponse]) (err error) {
 	defer func(start time.Time) { r.s.metrics.answer("retrieve", req.GetContext().GetPurposeOfUse(), start, err) }(time.Now())
 	ctx := out.Context()
+	if err := r.checkSizes(req); err != nil {
+		return err
+	}
 	if err := checkContext(req.Context); err != nil {
 		return err
 	}
@@ -117,9 +138,10 @@ func (r *responder) RetrieveDocument(req *qhinv1.ResponderRetrieveDocumentReques
 		return err
 	}
 	var size int64
+	var docID string
 	err = r.s.store.StreamDocument(ctx, req.DocumentId,
 		func(m *qhinv1.DocumentMetadata) error {
-			size = m.Size
+			size, docID = m.Size, m.Id
 			return out.Send(&qhinv1.RetrieveDocumentResponse{Part: &qhinv1.RetrieveDocumentResponse_Header{Header: m}})
 		},
 		func(chunk []byte) error {
@@ -127,18 +149,23 @@ func (r *responder) RetrieveDocument(req *qhinv1.ResponderRetrieveDocumentReques
 			// may point into the store's memory map.
 			return out.Send(&qhinv1.RetrieveDocumentResponse{Part: &qhinv1.RetrieveDocumentResponse_Chunk{Chunk: chunk}})
 		})
+	// Errors name the field, never the id the broker passed on: until the
+	// store has it, it is the initiator's text.
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return status.Errorf(codes.NotFound, "document_id: %s not found", req.DocumentId)
+		return status.Error(codes.NotFound, "document_id: no such document")
+	case errors.Is(err, store.ErrChanged):
+		return status.Error(codes.Aborted, "document_id: the document changed during the retrieval; retry")
 	case err != nil && status.Code(err) != codes.Unknown:
 		return err
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	case err != nil:
-		return status.Errorf(codes.Internal, "read document %s: %v", req.DocumentId, err)
+		r.s.log.ErrorContext(ctx, "read document", "query_id", req.Context.QueryId, "document", docID, "error", err)
+		return status.Error(codes.Internal, "reading the document failed")
 	}
 	r.s.log.InfoContext(ctx, "retrieve", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
-		"purpose", req.Context.PurposeOfUse, "document", req.DocumentId, "bytes", size)
+		"purpose", req.Context.PurposeOfUse, "document", docID, "bytes", size)
 	return nil
 }
 

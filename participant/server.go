@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/openqhin/openqhin/broker/sizes"
 	"github.com/openqhin/openqhin/broker/telemetry"
 	"github.com/openqhin/openqhin/participant/match"
 	"github.com/openqhin/openqhin/participant/store"
@@ -49,6 +50,11 @@ type Config struct {
 	// MetricsListener, when set, serves Prometheus metrics at /metrics.
 	MetricsListener net.Listener
 	Logger          *slog.Logger
+	// Limits bound connections, handshakes, streams and messages of the
+	// Responder's listener; Fields caps the fields of brokers' requests.
+	// Zero fields take the defaults.
+	Limits pki.ServerLimits
+	Fields sizes.Limits
 }
 
 // Server is a participant node.
@@ -81,6 +87,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxCandidates <= 0 {
 		cfg.MaxCandidates = DefaultMaxCandidates
 	}
+	cfg.Limits, cfg.Fields = cfg.Limits.WithDefaults(), cfg.Fields.WithDefaults()
+	listener := pki.LimitListener(cfg.Listener, cfg.Limits)
+	cfg.Listener = listener
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -111,9 +120,10 @@ func New(cfg Config) (*Server, error) {
 	// participants outright (operators may connect for health checks), and
 	// the policy decides per method.
 	s.telemetry = telemetry.NewMetrics(cfg.Source)
+	s.telemetry.WatchListener(listener)
 	s.metrics = newMetrics(s.telemetry.Registry, st)
 	opts, err := pki.ServerConfig{
-		Source: cfg.Source, Policy: pki.DefaultPolicy, Logger: log,
+		Source: cfg.Source, Policy: pki.DefaultPolicy, Logger: log, Limits: cfg.Limits,
 		Roles:  []pki.Role{pki.RoleBroker, pki.RoleOperator},
 		Unary:  []grpc.UnaryServerInterceptor{s.telemetry.UnaryInterceptor()},
 		Stream: []grpc.StreamServerInterceptor{s.telemetry.StreamInterceptor()},

@@ -33,6 +33,9 @@ type ServerConfig struct {
 	// that everything the handler calls downstream has one;
 	// DefaultCallTimeout when zero.
 	DefaultTimeout time.Duration
+	// Limits bound handshakes, streams, messages and flow-control windows
+	// (the connection caps are the listener's: see LimitListener).
+	Limits ServerLimits
 }
 
 // DefaultCallTimeout is the deadline of a unary call that came without one.
@@ -41,7 +44,10 @@ const DefaultCallTimeout = time.Minute
 // ServerOptions returns the options every OpenQHIN gRPC server is built
 // with: mutual TLS for the trust domain of the server's own SVID, then the
 // interceptor chain in its one order — log, then authorize by policy, then
-// give deadline-less unary calls a deadline, then the extra interceptors.
+// give deadline-less unary calls a deadline, then the extra interceptors —
+// and the limits: a handshake timeout, concurrent streams per connection,
+// the largest message, and static flow-control windows, so that what a
+// peer can make the server buffer never grows past them.
 func (c ServerConfig) ServerOptions() ([]grpc.ServerOption, error) {
 	self, err := SourceIdentity(c.Source)
 	if err != nil {
@@ -59,9 +65,10 @@ func (c ServerConfig) ServerOptions() ([]grpc.ServerOption, error) {
 	if timeout <= 0 {
 		timeout = DefaultCallTimeout
 	}
+	lim := c.Limits.WithDefaults()
 	u := append([]grpc.UnaryServerInterceptor{logUnary(log), c.Policy.UnaryInterceptor(), defaultDeadline(timeout)}, c.Unary...)
 	s := append([]grpc.StreamServerInterceptor{logStream(log), c.Policy.StreamInterceptor()}, c.Stream...)
-	return []grpc.ServerOption{
+	return append([]grpc.ServerOption{
 		grpc.Creds(ServerCredentials(c.Source, AuthorizeRoles(self.ID.TrustDomain(), roles...))),
 		grpc.ChainUnaryInterceptor(u...),
 		grpc.ChainStreamInterceptor(s...),
@@ -73,7 +80,25 @@ func (c ServerConfig) ServerOptions() ([]grpc.ServerOption, error) {
 		// Reuse a few goroutines for calls instead of starting one per call,
 		// whose stack then has to grow for every call.
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-	}, nil
+	}, lim.serverOptions()...), nil
+}
+
+// GRPCOptions are the gRPC server options that enforce l (its defaults
+// where zero): handshake timeout, streams per connection, message size and
+// static flow-control windows. ServerConfig.ServerOptions includes them; a
+// server built without it (the member's loopback EHR API) uses them alone.
+func (l ServerLimits) GRPCOptions() []grpc.ServerOption {
+	return l.WithDefaults().serverOptions()
+}
+
+func (l ServerLimits) serverOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ConnectionTimeout(l.HandshakeTimeout),
+		grpc.MaxConcurrentStreams(uint32(l.MaxStreamsPerConnection)),
+		grpc.MaxRecvMsgSize(l.MaxRequestBytes),
+		grpc.StaticStreamWindowSize(int32(l.StreamWindowBytes)),
+		grpc.StaticConnWindowSize(int32(l.ConnWindowBytes)),
+	}
 }
 
 // defaultDeadline gives a unary call without a deadline one.

@@ -3,6 +3,8 @@ package fanout
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,6 +96,9 @@ func statusOf(id string, err error, empty bool, latency time.Duration) *qhinv1.R
 	case status.Code(err) == codes.Unavailable:
 		s.Status = qhinv1.ResponderState_RESPONDER_STATE_ERROR
 		s.Detail = "member unreachable"
+	case status.Code(err) == codes.ResourceExhausted:
+		s.Status = qhinv1.ResponderState_RESPONDER_STATE_ERROR
+		s.Detail = "answer larger than the broker accepts from a member"
 	default:
 		s.Status = qhinv1.ResponderState_RESPONDER_STATE_ERROR
 		s.Detail = "member failed: " + status.Code(err).String()
@@ -109,4 +114,42 @@ func Skipped(id, reason string) *qhinv1.ResponderStatus {
 		Detail:        reason,
 		Latency:       durationpb.New(0),
 	}
+}
+
+// Keep bounds what the broker takes from one member's OK answer: of the
+// sent items the member answered with (items may hold only the first of
+// them), the first max, and of those only the ones valid accepts (nil
+// error). What it drops it says in the member's status detail, in counts
+// only. A member whose every item was dropped is an ERROR: it answered, but
+// nothing it said could be used. Items beyond max are never looked at, so
+// a member that sends a flood costs no more than one that sends max.
+func Keep[E any](st *qhinv1.ResponderStatus, items []E, sent, max int, noun string, valid func(E) error) []E {
+	if st.GetStatus() != qhinv1.ResponderState_RESPONDER_STATE_OK {
+		return nil
+	}
+	items = items[:min(len(items), max)]
+	kept := items[:0]
+	malformed := 0
+	for _, it := range items {
+		if valid(it) != nil {
+			malformed++
+			continue
+		}
+		kept = append(kept, it)
+	}
+	clear(items[len(kept):])
+	var notes []string
+	if sent > max {
+		notes = append(notes, fmt.Sprintf("kept the first %d of %d %s, dropped the rest (at most %d per member)", max, sent, noun, max))
+	}
+	if malformed > 0 {
+		notes = append(notes, fmt.Sprintf("dropped %d malformed %s", malformed, noun))
+	}
+	if len(notes) > 0 {
+		st.Detail = strings.Join(notes, "; ")
+		if len(kept) == 0 {
+			st.Status = qhinv1.ResponderState_RESPONDER_STATE_ERROR
+		}
+	}
+	return kept
 }

@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -155,7 +156,7 @@ func TestMergePersons(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := MergePersons(tt.found)
+			got := MergePersons(context.Background(), tt.found)
 			var gotLinks [][]link
 			for _, p := range got {
 				gotLinks = append(gotLinks, links(p))
@@ -184,7 +185,7 @@ func TestMergePersons(t *testing.T) {
 }
 
 func TestMergePersons_LinksCarryMemberScores(t *testing.T) {
-	got := MergePersons([]Found{
+	got := MergePersons(context.Background(), []Found{
 		{ParticipantID: "m1", Candidates: []*qhinv1.Candidate{cand("p1", robert, 0.97)}},
 		{ParticipantID: "m2", Candidates: []*qhinv1.Candidate{cand("x9", robertAlt, 0.91)}},
 	})
@@ -289,7 +290,7 @@ func BenchmarkMergePersons(b *testing.B) {
 	found := benchFound(16, 5)
 	b.ReportAllocs()
 	for b.Loop() {
-		MergePersons(found)
+		MergePersons(context.Background(), found)
 	}
 }
 

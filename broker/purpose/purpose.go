@@ -4,6 +4,7 @@
 package purpose
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 )
@@ -64,25 +65,28 @@ func Lookup(code string) (Purpose, bool) {
 func All() []Purpose { return slices.Clone(table) }
 
 // ValidateQuery checks that code names a purpose a query may carry. The
-// error says what is wrong without repeating more than the code.
+// error says what is wrong in fixed words: it never repeats the code, which
+// is the caller's text until it is known to be in the table.
 func ValidateQuery(code string) error {
 	if code == "" {
-		return fmt.Errorf("required; use a TEFCA exchange purpose code such as T-TRTMNT")
+		return errors.New("required; use a TEFCA exchange purpose code such as T-TRTMNT")
 	}
 	p, ok := Lookup(code)
 	if !ok {
-		return fmt.Errorf("unknown exchange purpose code %q", code)
+		return errUnknown
 	}
 	if p.PushOnly {
-		return fmt.Errorf("%s is a push-only purpose and cannot be used for a query", code)
+		return fmt.Errorf("%s is a push-only purpose and cannot be used for a query", p.Code)
 	}
 	return nil
 }
 
+var errUnknown = errors.New("unknown exchange purpose code (TEFCA Exchange Purposes SOP, code system " + CodeSystem + ")")
+
 // Validate checks that code names a known purpose.
 func Validate(code string) error {
 	if _, ok := Lookup(code); !ok {
-		return fmt.Errorf("unknown exchange purpose code %q", code)
+		return errUnknown
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ func TestValidateQuery(t *testing.T) {
 		{"", "required"},
 		{"TREATMENT", "unknown"},
 		{"t-trtmnt", "unknown"},
+		{"Zebulon Quackenbush 1953-11-29", "unknown"},
 		{"T-PH-ECR", "push-only"},
 		{"T-PH-ELR", "push-only"},
 	}
@@ -31,6 +32,9 @@ func TestValidateQuery(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+			}
+			if _, known := Lookup(tt.code); !known && tt.code != "" && strings.Contains(err.Error(), tt.code) {
+				t.Errorf("err = %v repeats the caller's code", err)
 			}
 		})
 	}

@@ -64,6 +64,32 @@ func NewMetrics(src pki.Source) *Metrics {
 	return m
 }
 
+// WatchListener reports a node's connections: how many are open, and how
+// many were closed on arrival because a cap was reached.
+func (m *Metrics) WatchListener(l *pki.Listener) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "connections_open",
+			Help: "Connections open on the node's gRPC listener.",
+		}, func() float64 { return float64(l.Open()) }),
+		refusedCollector{l: l, desc: prometheus.NewDesc(Namespace+"_connections_refused_total",
+			"Connections closed on arrival, by the cap they met (total, per_source).", []string{"cap"}, nil)},
+	)
+}
+
+type refusedCollector struct {
+	l    *pki.Listener
+	desc *prometheus.Desc
+}
+
+func (c refusedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c refusedCollector) Collect(ch chan<- prometheus.Metric) {
+	total, perSource := c.l.Refused()
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(total), "total")
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(perSource), "per_source")
+}
+
 func (m *Metrics) observe(method string, start time.Time, err error) {
 	m.handled.WithLabelValues(method, status.Code(err).String()).Inc()
 	m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())

@@ -83,12 +83,14 @@ func DialOptions() []grpc.DialOption {
 }
 
 // LogHandler adds the trace and span ids of the context's span, if any, to
-// every record.
+// every record, and bounds every record: no value over MaxLogValue bytes,
+// no record over MaxLogRecord (see BoundRecord).
 func LogHandler(h slog.Handler) slog.Handler { return traceHandler{h} }
 
 type traceHandler struct{ slog.Handler }
 
 func (t traceHandler) Handle(ctx context.Context, r slog.Record) error {
+	r = BoundRecord(r)
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
 	}
@@ -96,7 +98,11 @@ func (t traceHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (t traceHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return traceHandler{t.Handler.WithAttrs(as)}
+	bounded := make([]slog.Attr, len(as))
+	for i, a := range as {
+		bounded[i] = boundAttr(a)
+	}
+	return traceHandler{t.Handler.WithAttrs(bounded)}
 }
 
 func (t traceHandler) WithGroup(name string) slog.Handler {

@@ -35,6 +35,8 @@ func run() error {
 	apiListen := flag.String("api-listen", "", "loopback address where the member's EHR sends Gateway queries (off when empty)")
 	flag.DurationVar(&cfg.Delay, "inject-latency", 0, "hold every answer back this long (benchmarks only)")
 	flag.BoolVar(&cfg.TrainMatcher, "match-train", false, "fit the matcher to this member's records (EM) at start")
+	cli.AddServerLimitFlags(flag.CommandLine, &cfg.Limits)
+	cli.AddFieldLimitFlags(flag.CommandLine, &cfg.Fields)
 	metricsListen := flag.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
 	var tracing cli.Tracing
 	tracing.AddFlags(flag.CommandLine)
@@ -89,7 +91,9 @@ func run() error {
 			return err
 		}
 		defer conn.Close()
-		api := grpc.NewServer()
+		// The EHR API has no TLS (it is loopback only) but the same limits.
+		l = pki.LimitListener(l, cfg.Limits)
+		api := grpc.NewServer(cfg.Limits.GRPCOptions()...)
 		qhinv1.RegisterGatewayServer(api, participant.NewRelay(conn))
 		go func() { served <- api.Serve(l) }()
 		defer api.GracefulStop()

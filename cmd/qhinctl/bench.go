@@ -31,7 +31,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	f := &benchFlags{}
 	cmd := &cobra.Command{
 		Use:   "bench SCENARIO",
-		Short: "Measure a network run in this process: fanout, throughput, retrieve, raft, match",
+		Short: "Measure a network: fanout, throughput, retrieve, raft, match, abuse",
 		Long: `Measure OpenQHIN on this machine. Each scenario starts its own network in this
 process (brokers with production Raft timers, participants, real mutual TLS on
 loopback) in a temporary directory, measures, prints a table and removes the
@@ -54,8 +54,103 @@ the process. bench does not measure a running network; --config is ignored.`,
 		newBenchRetrieveCmd(g, f),
 		newBenchRaftCmd(g, f),
 		newBenchMatchCmd(g, f),
+		newBenchAbuseCmd(g, f),
+		newBenchAttackerCmd(),
 	)
 	return cmd
+}
+
+// newBenchAttackerCmd is the attacker process of bench abuse, which starts
+// it; it is not meant to be run by hand.
+func newBenchAttackerCmd() *cobra.Command {
+	var name, envJSON string
+	cmd := &cobra.Command{
+		Use:    "attacker",
+		Short:  "Run one attack of bench abuse under its control (stdin and stdout)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var env bench.AttackEnv
+			if err := json.Unmarshal([]byte(envJSON), &env); err != nil {
+				return fmt.Errorf("--env: %w", err)
+			}
+			return bench.RunAttacker(cmd.Context(), name, env, os.Stdin, os.Stdout)
+		},
+	}
+	cmd.Flags().StringVar(&name, "attack", "", "the attack")
+	cmd.Flags().StringVar(&envJSON, "env", "", "the network, as JSON")
+	return cmd
+}
+
+func newBenchAbuseCmd(g *globals, f *benchFlags) *cobra.Command {
+	o := bench.AbuseOptions{}
+	inProcess := false
+	cmd := &cobra.Command{
+		Use:   "abuse",
+		Short: "Attack one broker of a network of separate processes while a member keeps querying",
+		Long: `Start a network of separate qhin-broker and qhin-participant processes (found
+beside qhinctl or on PATH: make build installs them), then run each attack
+against broker b1 while member p1 keeps making discovery queries through it:
+a hostile member flooding candidates, stalled TLS handshakes, a metric label
+flood, 150,000 links, never-read retrievals and oversized fields. For each,
+print the legitimate queries' latency without and during the attack, and b1's
+peak resident set and CPU time read from /proc.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Dir, o.Timeout = f.dir, g.timeout
+			if !inProcess {
+				self, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				o.AttackerCommand = []string{self, "bench", "attacker"}
+			}
+			return runBench(cmd, g, f, func(ctx context.Context, p bench.Progress) (*bench.AbuseResult, error) {
+				return bench.Abuse(ctx, o, p)
+			}, printAbuse)
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntVar(&o.Brokers, "brokers", 3, "brokers in the cluster")
+	fl.IntVar(&o.Members, "members", 3, "members (besides the hostile one)")
+	fl.IntVar(&o.Patients, "patients", 1000, "synthetic persons spread over the members")
+	fl.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each phase: without, then during the attack")
+	fl.DurationVar(&o.After, "after", 3*time.Second, "how long the broker's CPU is watched once an attack stops")
+	fl.StringSliceVar(&o.Attacks, "attack", nil, "attacks to run (default all): "+strings.Join(bench.Attacks, ", "))
+	fl.StringVar(&o.BinDir, "bin", "", "directory holding qhin-broker and qhin-participant (default: beside qhinctl, then PATH)")
+	fl.BoolVar(&inProcess, "attacker-in-process", false, "attack from this process, beside the legitimate client, instead of from a process of its own")
+	return cmd
+}
+
+func printAbuse(w io.Writer, r *bench.AbuseResult) {
+	o := r.Options
+	fmt.Fprintf(w, "abuse: %d brokers, %d members, %d persons; %v without and %v during each attack; broker b1 idle RSS %s\n",
+		o.Brokers, o.Members, o.Patients, o.Duration, o.Duration, fmtBytes(r.BrokerIdleRSS))
+	printMachine(w, r.Machine)
+	fmt.Fprintln(w)
+	t := &table{tw: newTabWriter(w)}
+	t.row("ATTACK", "QUERIES", "ERRORS", "P50 WITHOUT", "P99 WITHOUT", "P50 DURING", "P99 DURING", "P99 RATIO", "B1 PEAK RSS", "B1 CPU-S WITHOUT", "B1 CPU-S DURING", "B1 CPU-S AFTER", "ATTACKER CPU-S")
+	for _, run := range r.Runs {
+		attacker := "-"
+		if r.Options.SeparateAttacker {
+			attacker = fmt.Sprintf("%.2f", run.AttackerCPU)
+		}
+		t.row(run.Attack, fmt.Sprintf("%d/%d", run.Baseline.Queries, run.UnderAttack.Queries), fmt.Sprintf("%d/%d", run.Baseline.Errors, run.UnderAttack.Errors),
+			run.Baseline.Latency.P50, run.Baseline.Latency.P99, run.UnderAttack.Latency.P50, run.UnderAttack.Latency.P99, fmtRatio(run.P99Ratio),
+			fmtBytes(run.AttackPeakRSS), fmt.Sprintf("%.2f", run.BaselineCPU), fmt.Sprintf("%.2f", run.AttackCPU), fmt.Sprintf("%.2f", run.AfterCPU), attacker)
+	}
+	t.tw.Flush()
+	fmt.Fprintln(w)
+	for _, run := range r.Runs {
+		fmt.Fprintf(w, "%s: %s; attacker: %d calls (%s)\n", run.Attack, run.Description, run.AttackCalls, run.Detail)
+		for _, e := range []string{run.Baseline.FirstError, run.UnderAttack.FirstError} {
+			if e != "" {
+				fmt.Fprintf(w, "  first legitimate error: %s\n", e)
+			}
+		}
+	}
+	fmt.Fprintln(w)
+	printNotes(w, r.Notes)
 }
 
 func newBenchFanoutCmd(g *globals, f *benchFlags) *cobra.Command {

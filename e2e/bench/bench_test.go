@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -241,5 +243,45 @@ func TestDuration_JSONInMilliseconds(t *testing.T) {
 	var d Duration
 	if err := json.Unmarshal(b, &d); err != nil || d != Duration(1500*time.Microsecond) {
 		t.Fatalf("unmarshal = %v, %v", d, err)
+	}
+}
+
+func TestAbuse_SmallRunAttacksFromItsOwnProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the commands and starts a network of processes")
+	}
+	t.Parallel()
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/qhinctl", "./cmd/qhin-broker", "./cmd/qhin-participant")
+	build.Dir = "../.."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	var seen progressSeen
+	o := AbuseOptions{Brokers: 1, Members: 3, Patients: 100, Duration: time.Second, After: 200 * time.Millisecond,
+		Attacks: []string{"flood-15k", "label-flood"}, BinDir: bin, Dir: t.TempDir(),
+		AttackerCommand: []string{filepath.Join(bin, "qhinctl"), "bench", "attacker"}}
+	res, err := Abuse(testCtx(t), o, seen.fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkJSON(t, res)
+	if len(res.Runs) != 2 || !res.Options.SeparateAttacker {
+		t.Fatalf("%d runs (separate attacker %v), want 2 from an attacker process", len(res.Runs), res.Options.SeparateAttacker)
+	}
+	for _, r := range res.Runs {
+		if r.Baseline.Errors+r.UnderAttack.Errors > 0 {
+			t.Errorf("%s: legitimate queries failed: %s %s", r.Attack, r.Baseline.FirstError, r.UnderAttack.FirstError)
+		}
+		if r.Baseline.Queries == 0 || r.UnderAttack.Queries == 0 || r.AttackCalls == 0 {
+			t.Errorf("%s: %d and %d legitimate queries, %d attack calls", r.Attack, r.Baseline.Queries, r.UnderAttack.Queries, r.AttackCalls)
+		}
+		if r.AttackPeakRSS == 0 || r.AttackCPU <= 0 {
+			t.Errorf("%s: broker peak RSS %d, CPU %.2fs: /proc not read", r.Attack, r.AttackPeakRSS, r.AttackCPU)
+		}
+		finitePositive(t, r.Attack+" p99 ratio", r.P99Ratio)
+	}
+	if seen.calls == 0 {
+		t.Error("no progress reported")
 	}
 }

@@ -694,3 +694,76 @@ func TestPutDocument_AlreadyCancelledLeavesExistingDocument(t *testing.T) {
 		t.Errorf("a call that was cancelled before it started changed the document: %q", out)
 	}
 }
+
+func TestStreamDocument_HoldsNoTransactionWhileTheReaderWaits(t *testing.T) {
+	s := openStore(t)
+	putPatient(t, s, "pat-1")
+	const chunks = 5*streamBatch + 3
+	if _, err := s.PutDocument(context.Background(), meta("d", "pat-1", "x", time.Now()), bytes.NewReader(content(chunks*ChunkSize, 4))); err != nil {
+		t.Fatal(err)
+	}
+	check := func(where string) {
+		if n := s.db.Stats().OpenTxN; n != 0 {
+			t.Fatalf("%s: %d read transactions open while the reader has the stream", where, n)
+		}
+	}
+	got := 0
+	err := s.StreamDocument(context.Background(), "d",
+		func(*qhinv1.DocumentMetadata) error { check("header"); return nil },
+		func([]byte) error { check(fmt.Sprintf("chunk %d", got)); got++; return nil })
+	if err != nil || got != chunks {
+		t.Fatalf("StreamDocument: %v after %d chunks, want %d", err, got, chunks)
+	}
+}
+
+func TestStreamDocument_DocumentChangedUnderTheStreamIsErrChanged(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T, s *Store)
+	}{
+		{"replaced by other content", func(t *testing.T, s *Store) {
+			if _, err := s.PutDocument(context.Background(), meta("d", "pat-1", "x", time.Now()), bytes.NewReader(content(3*ChunkSize, 9))); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"replaced by a batch write", func(t *testing.T, s *Store) {
+			if err := s.PutDocuments(context.Background(), []NewDocument{{Meta: meta("d", "pat-1", "x", time.Now()), Content: []byte("new")}}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t)
+			putPatient(t, s, "pat-1")
+			if _, err := s.PutDocument(context.Background(), meta("d", "pat-1", "x", time.Now()), bytes.NewReader(content(4*streamBatch*ChunkSize, 5))); err != nil {
+				t.Fatal(err)
+			}
+			got := 0
+			// The write happens while the reader holds the first chunk: it
+			// must not wait for the stream, and the stream must not go on
+			// with the old content, nor mix the two.
+			err := s.StreamDocument(context.Background(), "d", func(*qhinv1.DocumentMetadata) error { return nil }, func([]byte) error {
+				if got == 0 {
+					done := make(chan struct{})
+					go func() {
+						defer close(done)
+						tc.change(t, s)
+					}()
+					select {
+					case <-done:
+					case <-time.After(10 * time.Second):
+						t.Fatal("a write waited on a stream whose reader was busy")
+					}
+				}
+				got++
+				return nil
+			})
+			if !errors.Is(err, ErrChanged) {
+				t.Fatalf("StreamDocument: %v after %d chunks, want ErrChanged", err, got)
+			}
+			if got > streamBatch {
+				t.Errorf("%d chunks of the old content after the change, want at most the %d already read", got, streamBatch)
+			}
+		})
+	}
+}

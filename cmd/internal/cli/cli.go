@@ -1,5 +1,5 @@
-// Package cli holds what the OpenQHIN commands share: how they log and how
-// they export traces.
+// Package cli holds what the OpenQHIN commands share: how they log, how
+// they export traces, and the flags of the limits every node has.
 package cli
 
 import (
@@ -14,7 +14,9 @@ import (
 
 	flag "github.com/spf13/pflag"
 
+	"github.com/openqhin/openqhin/broker/sizes"
 	"github.com/openqhin/openqhin/broker/telemetry"
+	"github.com/openqhin/openqhin/pki"
 )
 
 // NewLogger builds a logger at the named level (debug, info, warn, error),
@@ -79,4 +81,26 @@ func (t *Tracing) StartNode(service, metricsAddr string) (ctx context.Context, m
 		return nil, nil, nil, err
 	}
 	return ctx, metrics, stop, nil
+}
+
+// AddServerLimitFlags registers the flags of the limits every node's gRPC
+// server has: handshake time, connections, streams, message size and
+// flow-control windows.
+func AddServerLimitFlags(fs *flag.FlagSet, l *pki.ServerLimits) {
+	fs.DurationVar(&l.HandshakeTimeout, "handshake-timeout", pki.DefaultHandshakeTimeout, "time a new connection has to finish its TLS handshake")
+	fs.IntVar(&l.MaxConnections, "max-connections", pki.DefaultMaxConnections, "open connections in total; more are closed on arrival")
+	fs.IntVar(&l.MaxConnectionsPerSource, "max-connections-per-source", pki.DefaultMaxConnectionsPerSource, "open connections per source IP address; more are closed on arrival")
+	fs.IntVar(&l.MaxStreamsPerConnection, "max-streams-per-connection", pki.DefaultMaxStreamsPerConnection, "concurrent calls on one connection")
+	fs.IntVar(&l.MaxRequestBytes, "max-request-bytes", pki.DefaultMaxRequestBytes, "largest message the server receives")
+	fs.IntVar(&l.StreamWindowBytes, "stream-window-bytes", pki.DefaultStreamWindowBytes, "flow-control window of a stream: what a peer may send ahead of what this node has read")
+	fs.IntVar(&l.ConnWindowBytes, "conn-window-bytes", pki.DefaultConnWindowBytes, "flow-control window of a connection")
+}
+
+// AddFieldLimitFlags registers the flags of the size limits of request
+// fields.
+func AddFieldLimitFlags(fs *flag.FlagSet, l *sizes.Limits) {
+	fs.IntVar(&l.IDBytes, "max-id-bytes", sizes.DefaultIDBytes, "longest id, code or digest in a request (bytes)")
+	fs.IntVar(&l.TextBytes, "max-text-bytes", sizes.DefaultTextBytes, "longest other string in a request: a name, an address line, a title (bytes)")
+	fs.IntVar(&l.ListItems, "max-list-items", sizes.DefaultListItems, "most items of a repeated field: identifiers, address lines, type codes")
+	fs.IntVar(&l.Links, "max-links", sizes.DefaultLinks, "most patient links in one document query")
 }
