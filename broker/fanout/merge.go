@@ -24,6 +24,11 @@ func pairScore(a, b match.Record) float64 { return match.Score(a, b) }
 // samePersonThreshold is the least pairScore of two records of one person.
 const samePersonThreshold = match.SamePersonThreshold
 
+// certain is the score above which the merge no longer tells homes apart:
+// the model's probabilities approach 1 without reaching it, and a home this
+// sure cannot be bettered enough to be worth more comparisons.
+const certain = 0.9999
+
 // maxBlock caps the persons one blocking key files. Honest answers to one
 // query put a handful of persons under a key; only a flood fills one, and
 // then a candidate is still compared with at most this many persons per key.
@@ -98,7 +103,7 @@ func mergePersons(ctx context.Context, found []Found, score func(a, b match.Reco
 			bestScore, bestIndex := 0.0, 0
 			for _, k := range keys {
 				for _, pi := range blocks[k] {
-					if bestScore >= 1 && pi > bestIndex {
+					if bestScore >= certain && pi > bestIndex {
 						break // a block lists persons in order: none after can do better
 					}
 					p := persons[pi]
@@ -128,7 +133,9 @@ func mergePersons(ctx context.Context, found []Found, score func(a, b match.Reco
 		}
 		home.members[c.member] = true
 		home.records = append(home.records, c.rec)
-		home.links = append(home.links, &qhinv1.PersonLink{ParticipantId: c.member, PatientId: c.c.PatientId, Score: c.c.Score})
+		home.links = append(home.links, &qhinv1.PersonLink{
+			ParticipantId: c.member, PatientId: c.c.PatientId, Score: c.c.Score, Explanation: c.c.GetExplanation(),
+		})
 	}
 
 	out := make([]*qhinv1.Person, len(persons))

@@ -207,8 +207,8 @@ func TestMergePersons_EachBlockingKeyBringsItsPairTogether(t *testing.T) {
 	}{
 		{"same birth date, both names misspelt at the start", demo("Katherine", "Kowalski", "1980-03-14", "female", "", ""),
 			demo("Catherine", "Cowalski", "1980-03-14", "female", "", ""), 'd'},
-		{"same names, one without a birth date", demo("Robert", "Smith", "1980-03-14", "male", "", ""),
-			demo("Robert", "Smith", "", "male", "", ""), 'n'},
+		{"same names and street, birth dates a digit apart", withStreet(demo("Robert", "Smith", "1980-03-14", "male", "", ""), "12 Elm St"),
+			withStreet(demo("Robert", "Smith", "1980-03-12", "male", "", ""), "12 Elm Street"), 'n'},
 		{"same phone, one without a birth date, family name misspelt", demo("Katherine", "Kowalski", "1980-03-14", "female", "", "617-555-0100"),
 			demo("Katherine", "Cowalski", "", "female", "", "617-555-0100"), 'p'},
 		{"same postal code and given name, family name misspelt", demo("Katherine", "Kowalski", "1980-03-14", "female", "02139", ""),
@@ -238,4 +238,9 @@ func TestMergePersons_EachBlockingKeyBringsItsPairTogether(t *testing.T) {
 			}
 		})
 	}
+}
+
+func withStreet(d *qhinv1.Demographics, line string) *qhinv1.Demographics {
+	d.Address.Lines = []string{line}
+	return d
 }
