@@ -67,6 +67,7 @@ func newRoot() *cobra.Command {
 		newDirectoryCmd(g),
 		newClusterCmd(g),
 		newImportCmd(g),
+		newPurposesCmd(g),
 		newBenchCmd(g),
 	)
 	return root
