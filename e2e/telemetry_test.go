@@ -160,39 +160,49 @@ func TestTracing_OneTraceFromInitiatorThroughBrokerToEveryResponder(t *testing.T
 	if _, err := gw.DiscoverPatients(callCtx(t), &qhinv1.DiscoverPatientsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(), Demographics: maria}); err != nil {
 		t.Fatal(err)
 	}
-	// Flush without shutting down: the in-memory exporter forgets its
-	// spans on shutdown.
-	if err := otel.GetTracerProvider().(*sdktrace.TracerProvider).ForceFlush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-
-	var spans []sdktrace.ReadOnlySpan
-	for _, s := range exp.GetSpans().Snapshots() {
-		spans = append(spans, s)
-	}
-	var root trace.TraceID
-	for _, s := range spans {
-		if s.Name() == "qhin.v1.Gateway/DiscoverPatients" && s.SpanKind() == trace.SpanKindClient {
-			root = s.SpanContext().TraceID()
-		}
-	}
-	if !root.IsValid() {
-		t.Fatalf("no initiator span among %d spans", len(spans))
-	}
-	count := map[string]int{}
-	for _, s := range spans {
-		if s.SpanContext().TraceID() == root {
-			count[s.Name()+"/"+s.SpanKind().String()]++
-		}
-	}
-	for name, want := range map[string]int{
+	// The client has its answer before the servers' spans have all ended:
+	// otelgrpc ends a server span after the response is on its way. Poll,
+	// flushing without shutting down (the in-memory exporter forgets its
+	// spans on shutdown), until every span of the query has been exported.
+	want := map[string]int{
 		"qhin.v1.Gateway/DiscoverPatients/client":   1,
 		"qhin.v1.Gateway/DiscoverPatients/server":   1,
 		"qhin.v1.Responder/DiscoverPatients/client": 2,
 		"qhin.v1.Responder/DiscoverPatients/server": 2,
-	} {
-		if count[name] != want {
-			t.Errorf("%d %s spans in the trace, want %d (all: %v)", count[name], name, want, count)
+	}
+	var root trace.TraceID
+	count := map[string]int{}
+	pollUntil(t, 20*time.Second, "every span of the query ended and exported", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := otel.GetTracerProvider().(*sdktrace.TracerProvider).ForceFlush(ctx); err != nil {
+			return err
+		}
+		spans := exp.GetSpans().Snapshots()
+		for _, s := range spans {
+			if s.Name() == "qhin.v1.Gateway/DiscoverPatients" && s.SpanKind() == trace.SpanKindClient {
+				root = s.SpanContext().TraceID()
+			}
+		}
+		if !root.IsValid() {
+			return fmt.Errorf("no initiator span among %d spans", len(spans))
+		}
+		clear(count)
+		for _, s := range spans {
+			if s.SpanContext().TraceID() == root {
+				count[s.Name()+"/"+s.SpanKind().String()]++
+			}
+		}
+		for name, w := range want {
+			if count[name] < w {
+				return fmt.Errorf("%d %s spans in the trace so far, want %d (all: %v)", count[name], name, w, count)
+			}
+		}
+		return nil
+	})
+	for name, w := range want {
+		if count[name] != w {
+			t.Errorf("%d %s spans in the trace, want %d (all: %v)", count[name], name, w, count)
 		}
 	}
 
