@@ -303,19 +303,6 @@ func (d *devRun) interrupt(t *testing.T) {
 	}
 }
 
-func linksAt(p *qhinv1.Person, members ...string) bool {
-	have := map[string]bool{}
-	for _, l := range p.Links {
-		have[l.ParticipantId] = true
-	}
-	for _, m := range members {
-		if !have[m] {
-			return false
-		}
-	}
-	return len(have) == len(members)
-}
-
 // freeBasePort finds a base port whose network ports (base+1… through
 // base+43) are all free just now.
 func freeBasePort(t *testing.T) int {
@@ -341,47 +328,6 @@ func freeBasePort(t *testing.T) int {
 	}
 	t.Fatal("no free range of ports for qhinctl dev")
 	return 0
-}
-
-// shellWords splits a command line the way a POSIX shell would, for the
-// quoting qhinctl prints: single quotes and backslashes.
-func shellWords(s string) ([]string, error) {
-	var words []string
-	var cur strings.Builder
-	inWord, quoted := false, false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case quoted:
-			if c == '\'' {
-				quoted = false
-			} else {
-				cur.WriteByte(c)
-			}
-		case c == '\'':
-			quoted, inWord = true, true
-		case c == '\\' && i+1 < len(s):
-			i++
-			cur.WriteByte(s[i])
-			inWord = true
-		case c == ' ' || c == '\t':
-			if inWord {
-				words = append(words, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		default:
-			cur.WriteByte(c)
-			inWord = true
-		}
-	}
-	if quoted {
-		return nil, fmt.Errorf("unterminated quote")
-	}
-	if inWord {
-		words = append(words, cur.String())
-	}
-	return words, nil
 }
 
 // tail returns the last n lines of a file.
