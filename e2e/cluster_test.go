@@ -20,13 +20,14 @@ import (
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+// waitFor polls cond until it holds, failing the test with the phase it was
+// waiting for when d passes first.
+func waitFor(t *testing.T, d time.Duration, phase string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("phase %q: timed out after %v", phase, d)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -268,7 +269,7 @@ func TestCluster_FullRestartKeepsState(t *testing.T) {
 		}
 	}
 	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
+		t.Fatalf("phase %q: %v", "every broker ready after the restart", err)
 	}
 	resp, err := op.Directory().GetParticipant(ctx, &qhinv1.GetParticipantRequest{ParticipantId: "p2", Consistent: true})
 	if err != nil {

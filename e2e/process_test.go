@@ -56,7 +56,7 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 				return string(out)
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("qhinctl %s: %v\n%s", strings.Join(args, " "), err, out)
+				t.Fatalf("phase %q: timed out after 30s: %v\n%s", "qhinctl "+strings.Join(args, " "), err, out)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -93,7 +93,7 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			cmd.Process.Kill()
 			<-done
-			t.Errorf("%s did not stop within 20s of SIGTERM", filepath.Base(cmd.Path))
+			t.Errorf("phase %q: timed out after 20s", "stop "+filepath.Base(cmd.Path)+" with SIGTERM")
 		}
 	}
 	t.Cleanup(func() {
