@@ -328,7 +328,7 @@ func printDev(w io.Writer, net *e2e.ProcessNetwork, counts []e2e.SeedCounts, exa
 			self = exe
 		}
 	}
-	fmt.Fprintf(w, "\nConfig: %s\nLogs:   %s (every node, JSON lines)\n\nIn another terminal:\n\n", cfgPath, logPath)
+	fmt.Fprintf(w, "\nConfig: %s\nLogs:   %s (every node)\n\nIn another terminal:\n\n", cfgPath, logPath)
 	fmt.Fprintf(w, "  export QHIN_CONFIG=%s\n", cfgPath)
 	fmt.Fprintf(w, "  %s directory list\n", self)
 	fmt.Fprintf(w, "  %s cluster status\n", self)
