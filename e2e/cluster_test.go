@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/openqhin/openqhin/broker/client"
+	"github.com/openqhin/openqhin/broker/cluster"
 	"github.com/openqhin/openqhin/broker/fsm"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
@@ -186,9 +187,21 @@ func registerBatch(t *testing.T, n *Network, prefix string, count, size int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		leader := n.Brokers[waitLeader(t, n, -1)].Server.Node()
-		if _, _, err := leader.Apply(ctx, b); err != nil {
-			t.Fatal(err)
+		// A batch whose leader is deposed while committing it (a loaded
+		// machine and short Raft timers make that likely) has an unknown
+		// outcome. Applying it again is harmless: an entry already applied
+		// is refused as already existing. So it goes again to the next
+		// leader.
+		for attempt := 1; ; attempt++ {
+			leader := n.Brokers[waitLeader(t, n, -1)].Server.Node()
+			_, _, err := leader.Apply(ctx, b)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil || !errors.Is(err, cluster.ErrNotLeader) && !errors.Is(err, cluster.ErrNoLeader) {
+				t.Fatalf("phase %q: entries from %d: %v", "register "+prefix+" entries", start, err)
+			}
+			t.Logf("entries from %d, attempt %d: %v; again with the next leader", start, attempt, err)
 		}
 	}
 }

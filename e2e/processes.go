@@ -109,6 +109,7 @@ type ProcessNetwork struct {
 	Participants []*Process
 	log          *slog.Logger
 	spawn        chan spawnRequest
+	closed       chan struct{}
 	stopSpawner  func()
 }
 
@@ -175,7 +176,7 @@ func PrepareProcesses(opts ProcessOptions) (*ProcessNetwork, error) {
 			return nil, err
 		}
 	}
-	n.spawn, n.stopSpawner = startSpawner()
+	n.spawn, n.closed, n.stopSpawner = startSpawner()
 	return n, nil
 }
 
@@ -492,9 +493,9 @@ type spawnRequest struct {
 // stays on one OS thread for its whole life: on Linux a child's parent-death
 // signal fires when the thread that forked it exits, not the process, so
 // the forking thread must outlive the children.
-func startSpawner() (chan spawnRequest, func()) {
-	reqs := make(chan spawnRequest)
-	quit := make(chan struct{})
+func startSpawner() (reqs chan spawnRequest, quit chan struct{}, stop func()) {
+	reqs = make(chan spawnRequest)
+	quit = make(chan struct{})
 	go func() {
 		// Never unlocked: when the goroutine returns, after Stop, the
 		// thread ends with it, and no child is left for it to signal.
@@ -508,13 +509,17 @@ func startSpawner() (chan spawnRequest, func()) {
 			}
 		}
 	}()
-	return reqs, sync.OnceFunc(func() { close(quit) })
+	return reqs, quit, sync.OnceFunc(func() { close(quit) })
 }
 
 func (n *ProcessNetwork) startCmd(cmd *exec.Cmd) error {
 	errc := make(chan error, 1)
-	n.spawn <- spawnRequest{cmd: cmd, errc: errc}
-	return <-errc
+	select {
+	case n.spawn <- spawnRequest{cmd: cmd, errc: errc}:
+		return <-errc
+	case <-n.closed:
+		return errors.New("network: closed")
+	}
 }
 
 // checkLeftover fails when p's pid file names a process that still runs
