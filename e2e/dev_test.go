@@ -22,7 +22,8 @@ import (
 )
 
 // TestDev_KillABrokerAndKeepQuerying runs `qhinctl dev` with the built
-// commands, as make run does, and walks the README tour's failover step:
+// commands (each of which prints its --version first), as make run does, and
+// walks the README tour's failover step:
 // every node is its own process with a pid; the leader is killed by its pid;
 // queries still succeed and cluster status shows it unreachable; Enter
 // starts it again. Then Ctrl-C stops every node, a second start keeps the
@@ -32,6 +33,7 @@ func TestDev_KillABrokerAndKeepQuerying(t *testing.T) {
 		t.Skip("builds and runs the commands")
 	}
 	bin := buildCommands(t)
+	checkVersions(t, bin)
 	dir := t.TempDir()
 	base := freeBasePort(t)
 	qhinctl := func(args ...string) (string, error) {
@@ -163,6 +165,22 @@ func TestDev_KillABrokerAndKeepQuerying(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// checkVersions runs --version on each built command: it names the command
+// and the module it was built from, and exits 0.
+func checkVersions(t *testing.T, bin string) {
+	t.Helper()
+	for _, name := range []string{"qhinctl", "qhin-broker", "qhin-participant"} {
+		out, err := exec.Command(filepath.Join(bin, name), "--version").CombinedOutput()
+		if err != nil {
+			t.Fatalf("phase %q: %v\n%s", name+" --version", err, out)
+		}
+		got := string(out)
+		if !strings.HasPrefix(got, name+" ") || !strings.Contains(got, "module:   github.com/openqhin/openqhin\n") || !strings.Contains(got, "go:       go") {
+			t.Errorf("%s --version printed:\n%s", name, got)
+		}
+	}
 }
 
 // devRun is a running qhinctl dev.
