@@ -52,7 +52,7 @@ Every node runs as its own qhin-broker or qhin-participant process, found
 next to this qhinctl or on PATH (make build installs all three). Each node's
 pid is printed and kept in its directory (DIR/brokers/b2/pid); kill one to
 watch the network route around it, and press Enter here to start the nodes
-that stopped again. Every node logs JSON lines to DIR/network.log. Ctrl-C
+that stopped again. Every node logs to DIR/network.log. Ctrl-C
 stops every node; if qhinctl itself is killed, Linux stops the nodes too.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
