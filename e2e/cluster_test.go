@@ -284,10 +284,14 @@ func TestCluster_FullRestartKeepsState(t *testing.T) {
 	if err := n.WaitReady(ctx); err != nil {
 		t.Fatalf("phase %q: %v", "every broker ready after the restart", err)
 	}
-	resp, err := op.Directory().GetParticipant(ctx, &qhinv1.GetParticipantRequest{ParticipantId: "p2", Consistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The operator's connections went down with the brokers; they come
+	// back as gRPC reconnects, which on a loaded machine can take longer
+	// than one call's retries.
+	var resp *qhinv1.GetParticipantResponse
+	pollUntil(t, 20*time.Second, "the operator reads p2 after the restart", func() (err error) {
+		resp, err = op.Directory().GetParticipant(ctx, &qhinv1.GetParticipantRequest{ParticipantId: "p2", Consistent: true})
+		return err
+	})
 	if resp.Participant.Status != qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED || resp.Participant.StatusReason != "audit" {
 		t.Errorf("p2 after restart: %v", resp.Participant)
 	}
