@@ -92,15 +92,6 @@ func (p *Process) Running() bool { return p.Pid() != 0 }
 // PidFile is where the running node's process id is written.
 func (p *Process) PidFile() string { return filepath.Join(p.Dir, "pid") }
 
-// CommandLine is the node's command line, quoted for a POSIX shell.
-func (p *Process) CommandLine() string {
-	words := []string{shellQuote(p.bin)}
-	for _, a := range p.args {
-		words = append(words, shellQuote(a))
-	}
-	return strings.Join(words, " ")
-}
-
 // ProcessNetwork is a network of node processes on loopback.
 type ProcessNetwork struct {
 	opts         ProcessOptions
@@ -283,7 +274,9 @@ func (n *ProcessNetwork) ExamplePerson() (d *qhinv1.Demographics, err error) {
 func (n *ProcessNetwork) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
-			n.Stop(context.Background())
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			n.Stop(sctx)
 		}
 	}()
 	for _, b := range n.Brokers {
@@ -548,12 +541,4 @@ func checkLeftover(p *Process) error {
 	}
 	os.Remove(p.PidFile())
 	return nil
-}
-
-// shellQuote quotes s for a POSIX shell when it needs quoting.
-func shellQuote(s string) string {
-	if s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`!*?&;|<>(){}[]#~") {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
