@@ -15,18 +15,20 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/openqhin/openqhin/broker/client"
+	"github.com/openqhin/openqhin/broker/cluster"
 	"github.com/openqhin/openqhin/broker/fsm"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+// waitFor polls cond until it holds, failing the test with the phase it was
+// waiting for when d passes first.
+func waitFor(t *testing.T, d time.Duration, phase string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("phase %q: timed out after %v", phase, d)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -185,9 +187,21 @@ func registerBatch(t *testing.T, n *Network, prefix string, count, size int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		leader := n.Brokers[waitLeader(t, n, -1)].Server.Node()
-		if _, _, err := leader.Apply(ctx, b); err != nil {
-			t.Fatal(err)
+		// A batch whose leader is deposed while committing it (a loaded
+		// machine and short Raft timers make that likely) has an unknown
+		// outcome. Applying it again is harmless: an entry already applied
+		// is refused as already existing. So it goes again to the next
+		// leader.
+		for attempt := 1; ; attempt++ {
+			leader := n.Brokers[waitLeader(t, n, -1)].Server.Node()
+			_, _, err := leader.Apply(ctx, b)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil || !errors.Is(err, cluster.ErrNotLeader) && !errors.Is(err, cluster.ErrNoLeader) {
+				t.Fatalf("phase %q: entries from %d: %v", "register "+prefix+" entries", start, err)
+			}
+			t.Logf("entries from %d, attempt %d: %v; again with the next leader", start, attempt, err)
 		}
 	}
 }
@@ -268,12 +282,16 @@ func TestCluster_FullRestartKeepsState(t *testing.T) {
 		}
 	}
 	if err := n.WaitReady(ctx); err != nil {
-		t.Fatal(err)
+		t.Fatalf("phase %q: %v", "every broker ready after the restart", err)
 	}
-	resp, err := op.Directory().GetParticipant(ctx, &qhinv1.GetParticipantRequest{ParticipantId: "p2", Consistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The operator's connections went down with the brokers; they come
+	// back as gRPC reconnects, which on a loaded machine can take longer
+	// than one call's retries.
+	var resp *qhinv1.GetParticipantResponse
+	pollUntil(t, 20*time.Second, "the operator reads p2 after the restart", func() (err error) {
+		resp, err = op.Directory().GetParticipant(ctx, &qhinv1.GetParticipantRequest{ParticipantId: "p2", Consistent: true})
+		return err
+	})
 	if resp.Participant.Status != qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED || resp.Participant.StatusReason != "audit" {
 		t.Errorf("p2 after restart: %v", resp.Participant)
 	}

@@ -1,6 +1,7 @@
-// Package e2e runs whole OpenQHIN networks in one process: brokers in a Raft
-// cluster and participants with records, on real loopback sockets with real
-// mutual TLS under their own CA. qhinctl dev runs the default network with
-// it, qhinctl bench measures with it, and the tests in this directory check
-// the network's behaviour end to end.
+// Package e2e runs whole OpenQHIN networks on real loopback sockets with real
+// mutual TLS under their own CA: brokers in a Raft cluster and participants
+// with records. Start runs every node in this process, for the tests in this
+// directory and for qhinctl bench; PrepareProcesses runs each node as its own
+// qhin-broker or qhin-participant process, for qhinctl dev. Both lay the
+// network out the same way on disk.
 package e2e

@@ -109,6 +109,40 @@ type Network struct {
 // Start brings a network up and waits until every broker is ready and every
 // participant is registered in the directory.
 func Start(ctx context.Context, opts Options) (*Network, error) {
+	n, err := prepare(opts)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			n.Stop(context.Background())
+		}
+	}()
+	for i := range n.Brokers {
+		if err := n.StartBroker(i); err != nil {
+			return nil, err
+		}
+	}
+	if err := n.WaitReady(ctx); err != nil {
+		return nil, err
+	}
+	for j := range n.Participants {
+		if err := n.StartParticipant(j); err != nil {
+			return nil, err
+		}
+	}
+	if err := n.registerParticipants(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	return n, nil
+}
+
+// prepare lays a network out in opts.Dir without starting any node: the CA,
+// the operator's SVID, and every node's SVID, directory and addresses. What
+// is already there (from an earlier start) is kept.
+func prepare(opts Options) (*Network, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("network: no directory")
 	}
@@ -154,30 +188,6 @@ func Start(ctx context.Context, opts Options) (*Network, error) {
 		}
 		n.Participants = append(n.Participants, &ParticipantNode{ID: id, Dir: dir, source: src, Addr: n.addr(20 + j), MetricsAddr: n.addr(40 + j)})
 	}
-
-	ok := false
-	defer func() {
-		if !ok {
-			n.Stop(context.Background())
-		}
-	}()
-	for i := range n.Brokers {
-		if err := n.StartBroker(i); err != nil {
-			return nil, err
-		}
-	}
-	if err := n.WaitReady(ctx); err != nil {
-		return nil, err
-	}
-	for j := range n.Participants {
-		if err := n.StartParticipant(j); err != nil {
-			return nil, err
-		}
-	}
-	if err := n.registerParticipants(ctx); err != nil {
-		return nil, err
-	}
-	ok = true
 	return n, nil
 }
 
@@ -451,21 +461,32 @@ func (n *Network) registerParticipants(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	dir := conn.Directory()
+	members := map[string]string{}
+	var ids []string
 	for _, p := range n.Participants {
-		want := &qhinv1.Participant{Id: p.ID, Organization: organization(p.ID), Endpoint: p.Addr}
+		ids = append(ids, p.ID)
+		members[p.ID] = p.Addr
+	}
+	return registerParticipants(ctx, conn.Directory(), ids, members)
+}
+
+// registerParticipants puts each member of ids in the directory with its
+// endpoint in addrs, or updates the endpoint when it moved.
+func registerParticipants(ctx context.Context, dir qhinv1.DirectoryClient, ids []string, addrs map[string]string) error {
+	for _, id := range ids {
+		want := &qhinv1.Participant{Id: id, Organization: organization(id), Endpoint: addrs[id]}
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		got, err := dir.GetParticipant(cctx, &qhinv1.GetParticipantRequest{ParticipantId: p.ID, Consistent: true})
+		got, err := dir.GetParticipant(cctx, &qhinv1.GetParticipantRequest{ParticipantId: id, Consistent: true})
 		switch {
 		case status.Code(err) == codes.NotFound:
-			_, err = dir.RegisterParticipant(cctx, &qhinv1.RegisterParticipantRequest{Participant: want, RequestId: "register-" + p.ID})
-		case err == nil && got.Participant.Endpoint != p.Addr:
+			_, err = dir.RegisterParticipant(cctx, &qhinv1.RegisterParticipantRequest{Participant: want, RequestId: "register-" + id})
+		case err == nil && got.Participant.Endpoint != want.Endpoint:
 			want.InitiatePurposes, want.RespondPurposes = got.Participant.InitiatePurposes, got.Participant.RespondPurposes
 			_, err = dir.UpdateParticipant(cctx, &qhinv1.UpdateParticipantRequest{Participant: want})
 		}
 		cancel()
 		if err != nil {
-			return fmt.Errorf("register participant %s: %w", p.ID, err)
+			return fmt.Errorf("register participant %s: %w", id, err)
 		}
 	}
 	return nil

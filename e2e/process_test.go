@@ -17,7 +17,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/openqhin/openqhin/participant/synth"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
@@ -31,12 +30,7 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the commands")
 	}
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/qhinctl", "./cmd/qhin-broker", "./cmd/qhin-participant")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildCommands(t)
 	dir := t.TempDir()
 	run := func(args ...string) string {
 		t.Helper()
@@ -62,7 +56,7 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 				return string(out)
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("qhinctl %s: %v\n%s", strings.Join(args, " "), err, out)
+				t.Fatalf("phase %q: timed out after 30s: %v\n%s", "qhinctl "+strings.Join(args, " "), err, out)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -99,7 +93,7 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			cmd.Process.Kill()
 			<-done
-			t.Errorf("%s did not stop within 20s of SIGTERM", filepath.Base(cmd.Path))
+			t.Errorf("phase %q: timed out after 20s", "stop "+filepath.Base(cmd.Path)+" with SIGTERM")
 		}
 	}
 	t.Cleanup(func() {
@@ -113,12 +107,19 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 	port := freePorts(t, 12)
 
 	run("pki", "init", "--trust-domain", "qhin.example.org", "--out", "ca")
-	for _, id := range []string{"broker/b1", "broker/b2", "broker/b3", "broker/b4", "participant/p1", "participant/p2", "operator/alice"} {
+	for _, id := range []string{"broker/b1", "broker/b2", "broker/b3", "broker/b4", "participant/p1", "participant/p2", "participant/p3", "operator/alice"} {
 		run("pki", "issue", "--ca", "ca", "--id", "spiffe://qhin.example.org/"+id, "--out", id[strings.Index(id, "/")+1:])
 	}
-	const persons = 200
-	for _, p := range []string{"p1", "p2"} {
-		run("import", "synthetic", "--data-dir", p+"-data", "--participant", p, "--members", "p1,p2", "--patients", fmt.Sprint(persons))
+	// The README's query asks for a person p2 and p3 both hold, as each
+	// import prints.
+	query := readmeCommand(t, "Run separate processes", "qhinctl query patients ")
+	shared := &qhinv1.Demographics{Given: flagValue(query, "given"), Family: flagValue(query, "family"),
+		BirthDate: flagValue(query, "birth-date"), Gender: flagValue(query, "gender")}
+	for _, p := range []string{"p1", "p2", "p3"} {
+		out := run("import", "synthetic", "--data-dir", p+"-data", "--participant", p, "--members", "p1,p2,p3", "--patients", "500")
+		if printed := printedPerson(out); !proto.Equal(printed, shared) {
+			t.Fatalf("phase %q: the README queries %v; qhinctl import synthetic printed:\n%s", "import "+p, shared, out)
+		}
 	}
 
 	brokers := []string{port[0], port[1], port[2]}
@@ -128,6 +129,7 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 	start("qhin-participant", "--svid-dir", "p1", "--data-dir", "p1-data", "--listen", port[6],
 		"--broker", strings.Join(brokers, ","), "--api-listen", port[8])
 	start("qhin-participant", "--svid-dir", "p2", "--data-dir", "p2-data", "--listen", port[7])
+	start("qhin-participant", "--svid-dir", "p3", "--data-dir", "p3-data", "--listen", port[11])
 
 	cfg := fmt.Sprintf("brokers: [%s]\noperator: {svid_dir: alice}\nparticipant: {id: p1, svid_dir: p1}\n", strings.Join(brokers, ", "))
 	if err := os.WriteFile(filepath.Join(dir, "qhinctl.yaml"), []byte(cfg), 0o600); err != nil {
@@ -135,6 +137,7 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 	}
 	runUntil("directory", "register", "p1", "--organization", "Riverside General", "--endpoint", port[6])
 	runUntil("directory", "register", "p2", "--organization", "Lakeview Clinic", "--endpoint", port[7])
+	runUntil("directory", "register", "p3", "--organization", "Northern Valley HIE", "--endpoint", port[11])
 
 	var st qhinv1.StatusResponse
 	waitFor(t, 30*time.Second, "three members in cluster status", func() bool {
@@ -159,17 +162,15 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 	}
 	stop(b4)
 
-	// A person of the population registered at both members: a query as p1
-	// finds p2's record.
-	shared := sharedPerson(t, persons)
+	// The README's query, as p1, finds one person with a link at p2 and
+	// one at p3.
 	var found qhinv1.DiscoverPatientsResponse
-	out := run("query", "patients", "--given", shared.Given, "--family", shared.Family, "--birth-date", shared.BirthDate,
-		"--gender", shared.Gender, "--purpose", "T-TREAT", "-o", "json")
+	out := run(append(query[1:], "-o", "json")...)
 	if err := protoUnmarshalJSON(out, &found); err != nil {
 		t.Fatalf("query output: %v\n%s", err, out)
 	}
-	if len(found.Persons) == 0 || found.Persons[0].Links[0].ParticipantId != "p2" {
-		t.Fatalf("query as p1 did not find p2's record: %s", out)
+	if len(found.Persons) != 1 || !linksAt(found.Persons[0], "p2", "p3") {
+		t.Fatalf("the README's query as p1 did not find one person at p2 and p3: %s", out)
 	}
 
 	// The same query through p1's EHR relay on loopback.
@@ -202,8 +203,8 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 	if err := protoUnmarshalJSON(runUntil("directory", "list", "--consistent", "-o", "json"), &list); err != nil {
 		t.Fatal(err)
 	}
-	if len(list.Participants) != 2 {
-		t.Errorf("restored directory holds %d participants, want 2", len(list.Participants))
+	if len(list.Participants) != 3 {
+		t.Errorf("restored directory holds %d participants, want 3", len(list.Participants))
 	}
 	stop(nb1)
 }
@@ -228,28 +229,20 @@ func freePorts(t *testing.T, n int) []string {
 	return out
 }
 
-// sharedPerson regenerates the population qhinctl import synthetic loaded
-// and returns p1's record of a person registered at p1 and p2.
-func sharedPerson(t *testing.T, persons int) *qhinv1.Demographics {
-	t.Helper()
-	var first *synth.Registration
-	var shared *qhinv1.Demographics
-	errStop := fmt.Errorf("stop")
-	err := synth.Generate(synth.Options{Seed: 1, Persons: persons, Participants: []string{"p1", "p2"}}, func(r synth.Registration) error {
-		if first == nil || first.PersonID != r.PersonID {
-			first = &r
-			return nil
+// printedPerson returns the person whose flags qhinctl import synthetic
+// printed on a line of their own, or nil.
+func printedPerson(out string) *qhinv1.Demographics {
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "--given ") {
+			w, err := shellWords(strings.TrimSpace(line))
+			if err != nil {
+				return nil
+			}
+			return &qhinv1.Demographics{Given: flagValue(w, "given"), Family: flagValue(w, "family"),
+				BirthDate: flagValue(w, "birth-date"), Gender: flagValue(w, "gender")}
 		}
-		if first.ParticipantID == "p1" && r.ParticipantID == "p2" && r.Variations == 0 {
-			shared = first.Demographics
-			return errStop
-		}
-		return nil
-	})
-	if shared == nil {
-		t.Fatalf("no person registered identically at p1 and p2 (%v)", err)
 	}
-	return shared
+	return nil
 }
 
 func protoUnmarshalJSON(s string, m proto.Message) error {

@@ -93,7 +93,7 @@ func TestRestart_BrokerKeepsDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := n.WaitReady(callCtx(t)); err != nil {
-		t.Fatal(err)
+		t.Fatalf("phase %q: %v", "the restarted broker ready", err)
 	}
 
 	// Connections made before the crash are used again.
@@ -146,7 +146,7 @@ func TestRestart_ClusterKeepsDirectoryWhenLeaderDiesAndOldLeaderCatchesUp(t *tes
 		return nil
 	})
 	if err := n.WaitReady(callCtx(t)); err != nil {
-		t.Fatal(err)
+		t.Fatalf("phase %q: %v", "the remaining brokers ready", err)
 	}
 	ids, err := directoryIDs(callCtx(t), dir)
 	if err != nil {
@@ -171,6 +171,6 @@ func TestRestart_ClusterKeepsDirectoryWhenLeaderDiesAndOldLeaderCatchesUp(t *tes
 		return nil
 	})
 	if err := n.WaitReady(callCtx(t)); err != nil {
-		t.Fatal(err)
+		t.Fatalf("phase %q: %v", "every broker ready with the old leader back", err)
 	}
 }

@@ -14,9 +14,9 @@ import (
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
-// pollUntil calls cond until it returns nil, failing the test with cond's
-// last error when timeout passes first.
-func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() error) {
+// pollUntil calls cond until it returns nil, failing the test with the phase
+// it was waiting for and cond's last error when timeout passes first.
+func pollUntil(t *testing.T, timeout time.Duration, phase string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -25,7 +25,7 @@ func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() err
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
+			t.Fatalf("phase %q: timed out after %v: %v", phase, timeout, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -164,13 +164,14 @@ func peerID(t testing.TB, certs []*x509.Certificate) spiffeid.ID {
 	return id
 }
 
-// waitFor polls cond until it holds or the test timeout passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
+// waitFor polls cond until it holds, failing the test with the phase it was
+// waiting for when testTimeout passes first.
+func waitFor(t testing.TB, phase string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(testTimeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("phase %q: timed out after %v", phase, testTimeout)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

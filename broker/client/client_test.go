@@ -127,15 +127,16 @@ func discover(t *testing.T, c *Conn) (string, error) {
 	return resp.GetQueryId(), err
 }
 
-// until polls cond (which may fail the test) until it holds or testTimeout
-// passes.
-func until(t *testing.T, what string, cond func() bool) {
+// until polls cond (which may fail the test) until it holds, failing the
+// test with the phase it was waiting for when testTimeout passes first.
+func until(t *testing.T, phase string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(testTimeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
+			t.Fatalf("phase %q: timed out after %v", phase, testTimeout)
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

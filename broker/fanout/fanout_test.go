@@ -246,7 +246,7 @@ func TestRun_CallerContextEnds(t *testing.T) {
 			select {
 			case out = <-done:
 			case <-time.After(testTimeout):
-				t.Fatal("Run did not return after the caller's context ended")
+				t.Fatalf("phase %q: timed out after %v", "Run returns once the caller's context ended", testTimeout)
 			}
 			for i, o := range out {
 				if o.ParticipantID != members[i] {
@@ -301,7 +301,7 @@ func TestRun_ParallelismBoundHonoured(t *testing.T) {
 		select {
 		case <-entered:
 		case <-ctx.Done():
-			t.Fatal("a call never started")
+			t.Fatalf("phase %q: timed out after %v", "the next call starts", testTimeout)
 		}
 	}
 	for range limit {

@@ -56,7 +56,12 @@ func run() error {
 	tracing.AddFlags(flag.CommandLine)
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
 	logJSON := flag.Bool("log-json", false, "log JSON lines instead of text")
+	version := flag.Bool("version", false, "print the version and build information, then exit")
 	flag.Parse()
+	if *version {
+		fmt.Print(cli.Version("qhin-broker"))
+		return nil
+	}
 
 	log, err := cli.NewLogger(os.Stderr, *logLevel, *logJSON)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -79,6 +80,7 @@ turn gives a consistent network.`,
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s now holds %d patient(s) and %d document(s)\n", member, np, nd)
+			printSharedPerson(cmd.OutOrStdout(), synth.Options{Seed: seed, Persons: persons, Participants: members})
 			return nil
 		},
 	}
@@ -88,6 +90,30 @@ turn gives a consistent network.`,
 	cmd.Flags().IntVar(&persons, "patients", 1000, "persons in the population")
 	cmd.Flags().Int64Var(&seed, "seed", 1, "seed of the population")
 	return cmd
+}
+
+// printSharedPerson prints the demographics of a person of the population
+// whom two members hold unchanged, to query for once every member is
+// loaded: with three or more members, the second and third hold it and a
+// query by the first finds it at both.
+func printSharedPerson(w io.Writer, opts synth.Options) {
+	var holders []string
+	var who string
+	switch m := opts.Participants; {
+	case len(m) >= 3:
+		holders, who = m[1:3], fmt.Sprintf("a query by %s finds it at both", m[0])
+	case len(m) == 2:
+		holders, who = m, "a query by either finds it at the other"
+	default:
+		return
+	}
+	regs, err := synth.SharedPerson(opts, holders...)
+	if err != nil {
+		return
+	}
+	d := regs[0].Demographics
+	fmt.Fprintf(w, "%s and %s both hold this person (%s):\n  --given %s --family %s --birth-date %s --gender %s\n",
+		holders[0], holders[1], who, shellQuote(d.Given), shellQuote(d.Family), d.BirthDate, d.Gender)
 }
 
 func newImportFHIRCmd() *cobra.Command {

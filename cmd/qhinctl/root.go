@@ -35,6 +35,7 @@ func newRoot() *cobra.Command {
 		Short:         "Operate and query an OpenQHIN network",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       cli.Version("qhinctl"),
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if g.output != "table" && g.output != "json" {
 				return fmt.Errorf("-o: must be table or json, not %q", g.output)
@@ -52,6 +53,7 @@ func newRoot() *cobra.Command {
 			return g.stopTracing(ctx)
 		},
 	}
+	root.SetVersionTemplate("{{.Version}}")
 	g.tracing.AddFlags(root.PersistentFlags())
 	root.PersistentFlags().StringVar(&g.config, "config", os.Getenv("QHIN_CONFIG"), "client configuration file (default $QHIN_CONFIG)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
@@ -65,6 +67,7 @@ func newRoot() *cobra.Command {
 		newDirectoryCmd(g),
 		newClusterCmd(g),
 		newImportCmd(g),
+		newPurposesCmd(g),
 		newBenchCmd(g),
 		newMatchCmd(g),
 	)

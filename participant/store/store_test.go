@@ -560,7 +560,7 @@ func TestOpen_SecondOpenFailsInsteadOfHanging(t *testing.T) {
 			t.Fatalf("second Open of a file in use = %v, want bbolt's lock timeout", err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("second Open still blocked long after its lock timeout")
+		t.Fatalf("phase %q: timed out after 30s, long after bbolt's lock timeout", "second Open gives up")
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
@@ -332,4 +334,52 @@ func appendPadded(b []byte, n, width int) []byte {
 func pickSkewed(rng *rand.Rand, list []string) string {
 	n := len(list)
 	return list[min(rng.IntN(n), rng.IntN(n))]
+}
+
+// errFound stops Generate once SharedPerson has its person.
+var errFound = errors.New("found")
+
+// SharedPerson returns the first person of the population opts describes
+// whom every one of members holds with the person's true demographics, no
+// variation at any of them (among other members' registrations, which may
+// vary): a person a query by yet another member finds at each of them. It
+// returns the registrations at members, in that order.
+func SharedPerson(opts Options, members ...string) ([]Registration, error) {
+	if len(members) == 0 {
+		return nil, errors.New("synth: SharedPerson needs members")
+	}
+	var found []Registration
+	var cur []Registration
+	check := func() bool {
+		var out []Registration
+		for _, m := range members {
+			i := slices.IndexFunc(cur, func(r Registration) bool { return r.ParticipantID == m })
+			if i < 0 || cur[i].Variations != 0 {
+				return false
+			}
+			out = append(out, cur[i])
+		}
+		found = out
+		return true
+	}
+	err := Generate(opts, func(r Registration) error {
+		if len(cur) > 0 && cur[0].PersonID != r.PersonID {
+			if check() {
+				return errFound
+			}
+			cur = cur[:0]
+		}
+		cur = append(cur, r)
+		return nil
+	})
+	if err == nil && check() {
+		err = errFound
+	}
+	if !errors.Is(err, errFound) {
+		if err == nil {
+			err = fmt.Errorf("synth: no person registered unchanged at %s", strings.Join(members, ", "))
+		}
+		return nil, err
+	}
+	return found, nil
 }

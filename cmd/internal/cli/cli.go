@@ -46,6 +46,18 @@ func (t *Tracing) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&t.insecure, "otlp-insecure", false, "send traces to the collector without TLS")
 }
 
+// Args returns the flags that give a child process the same tracing.
+func (t *Tracing) Args() []string {
+	if t.endpoint == "" {
+		return nil
+	}
+	args := []string{"--otlp-endpoint", t.endpoint}
+	if t.insecure {
+		args = append(args, "--otlp-insecure")
+	}
+	return args
+}
+
 // Start turns tracing on when an endpoint was given. Call it before building
 // any gRPC server or client; the returned function flushes and stops it.
 func (t *Tracing) Start(ctx context.Context, service string) (func(context.Context) error, error) {

@@ -1,0 +1,394 @@
+//go:build unix
+
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
+)
+
+// TestDev_KillABrokerAndKeepQuerying runs `qhinctl dev` with the built
+// commands (each of which prints its --version first), as make run does, and
+// walks the README tour's failover step:
+// every node is its own process with a pid; the leader is killed by its pid;
+// queries still succeed and cluster status shows it unreachable; Enter
+// starts it again. Then Ctrl-C stops every node, a second start keeps the
+// state, and (on Linux) killing qhinctl dev itself leaves no node behind.
+func TestDev_KillABrokerAndKeepQuerying(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the commands")
+	}
+	bin := buildCommands(t)
+	checkVersions(t, bin)
+	dir := t.TempDir()
+	base := freeBasePort(t)
+	qhinctl := func(args ...string) (string, error) {
+		cmd := exec.Command(filepath.Join(bin, "qhinctl"), args...)
+		cmd.Env = append(os.Environ(), "QHIN_CONFIG="+filepath.Join(dir, "qhinctl.yaml"))
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+
+	dev := startDev(t, bin, dir, base)
+	dev.waitFor(t, "first start: network up", "Press Enter here")
+	pids := dev.pids(t, dir)
+	for id, pid := range pids {
+		if !dev.tableShows(id, pid) {
+			t.Errorf("qhinctl dev's table does not show %s with pid %d:\n%s", id, pid, dev.out.String())
+		}
+	}
+	query := dev.exampleQuery(t)
+
+	// The example person is registered at p2 and p3: a query as p1 finds
+	// one person with a link at each.
+	ask := func(phase string) {
+		t.Helper()
+		var resp qhinv1.DiscoverPatientsResponse
+		out, err := qhinctl(append(query, "-o", "json")...)
+		if err == nil {
+			err = protoUnmarshalJSON(out, &resp)
+		}
+		if err != nil {
+			t.Fatalf("phase %q: query: %v\n%s", phase, err, out)
+		}
+		if len(resp.Persons) != 1 || !linksAt(resp.Persons[0], "p2", "p3") {
+			t.Fatalf("phase %q: want one person linked at p2 and p3, got %s", phase, out)
+		}
+	}
+	ask("query before the kill")
+
+	status := func() (*qhinv1.StatusResponse, error) {
+		var st qhinv1.StatusResponse
+		out, err := qhinctl("cluster", "status", "-o", "json")
+		if err != nil {
+			return nil, fmt.Errorf("%v: %s", err, out)
+		}
+		return &st, protoUnmarshalJSON(out, &st)
+	}
+	st, err := status()
+	if err != nil {
+		t.Fatalf("phase %q: %v", "cluster status before the kill", err)
+	}
+	victim := st.LeaderId
+	if pids[victim] == 0 {
+		t.Fatalf("phase %q: leader %q has no pid (%v)", "cluster status before the kill", victim, pids)
+	}
+
+	// kill PID, as the README says: the leader goes away.
+	if err := syscall.Kill(pids[victim], syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the killed broker "+victim+" exits", func() bool { return !processAlive(pids[victim]) })
+	dev.waitFor(t, "qhinctl dev reports "+victim+" stopped", victim+" (pid "+strconv.Itoa(pids[victim])+") stopped")
+	ask("query after the kill")
+	pollUntil(t, 30*time.Second, "cluster status shows "+victim+" unreachable and a new leader", func() error {
+		st, err := status()
+		if err != nil {
+			return err
+		}
+		for _, m := range st.Members {
+			if m.NodeId == victim && m.State == qhinv1.NodeState_NODE_STATE_UNREACHABLE && st.LeaderId != "" && st.LeaderId != victim {
+				return nil
+			}
+		}
+		return fmt.Errorf("status: %v", st)
+	})
+
+	// Enter starts it again; it catches up.
+	dev.enter(t)
+	dev.waitFor(t, "qhinctl dev restarts "+victim, victim+" is serving again.")
+	pollUntil(t, 30*time.Second, "cluster status shows "+victim+" back", func() error {
+		st, err := status()
+		if err != nil {
+			return err
+		}
+		for _, m := range st.Members {
+			if m.NodeId == victim && m.State != qhinv1.NodeState_NODE_STATE_UNREACHABLE && m.AppliedIndex > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("status: %v", st)
+	})
+	ask("query after the restart")
+	pids = dev.pids(t, dir)
+
+	// Ctrl-C stops every node, and qhinctl dev exits cleanly.
+	dev.interrupt(t)
+	for id, pid := range pids {
+		if processAlive(pid) {
+			t.Errorf("phase %q: %s (pid %d) still runs", "after Ctrl-C", id, pid)
+		}
+	}
+
+	// A second start keeps the records and the directory.
+	records := dev.records()
+	dev = startDev(t, bin, dir, base)
+	dev.waitFor(t, "second start: network up", "Press Enter here")
+	if got := dev.records(); got != records || records == "" {
+		t.Errorf("records after the second start %q, want %q as before", got, records)
+	}
+	out, err := qhinctl("directory", "list", "-o", "json")
+	var list qhinv1.ListParticipantsResponse
+	if err == nil {
+		err = protoUnmarshalJSON(out, &list)
+	}
+	if err != nil || len(list.Participants) != 3 {
+		t.Fatalf("phase %q: directory after the second start: %v\n%s", "second start", err, out)
+	}
+	ask("query after the second start")
+
+	if runtime.GOOS != "linux" {
+		return // only Linux stops the nodes when their parent is killed
+	}
+	pids = dev.pids(t, dir)
+	dev.cmd.Process.Kill()
+	dev.cmd.Wait()
+	waitFor(t, 30*time.Second, "every node exits after qhinctl dev is killed", func() bool {
+		for _, pid := range pids {
+			if processAlive(pid) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// checkVersions runs --version on each built command: it names the command
+// and the module it was built from, and exits 0.
+func checkVersions(t *testing.T, bin string) {
+	t.Helper()
+	for _, name := range []string{"qhinctl", "qhin-broker", "qhin-participant"} {
+		out, err := exec.Command(filepath.Join(bin, name), "--version").CombinedOutput()
+		if err != nil {
+			t.Fatalf("phase %q: %v\n%s", name+" --version", err, out)
+		}
+		got := string(out)
+		if !strings.HasPrefix(got, name+" ") || !strings.Contains(got, "module:   github.com/openqhin/openqhin\n") || !strings.Contains(got, "go:       go") {
+			t.Errorf("%s --version printed:\n%s", name, got)
+		}
+	}
+}
+
+// devRun is a running qhinctl dev.
+type devRun struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *syncBuffer
+}
+
+func startDev(t *testing.T, bin, dir string, base int) *devRun {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "qhinctl"), "dev", "--dir", dir, "--base-port", strconv.Itoa(base), "--patients", "300")
+	d := &devRun{cmd: cmd, out: &syncBuffer{}}
+	cmd.Stdout, cmd.Stderr = d.out, d.out
+	var err error
+	if d.stdin, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Signal(os.Interrupt)
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+		}
+	})
+	return d
+}
+
+// waitFor waits until qhinctl dev has printed text.
+func (d *devRun) waitFor(t *testing.T, phase, text string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(d.out.String(), text) {
+		if d.cmd.ProcessState != nil || time.Now().After(deadline) {
+			t.Fatalf("phase %q: qhinctl dev did not print %q within 2m:\n%s\nnetwork.log:\n%s", phase, text, d.out.String(), tail(d.logPath(), 30))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (d *devRun) logPath() string {
+	return filepath.Join(d.cmd.Args[3], "network.log") // dev --dir DIR
+}
+
+// pids reads every node's pid file.
+func (d *devRun) pids(t *testing.T, dir string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, node := range []string{"brokers/b1", "brokers/b2", "brokers/b3", "participants/p1", "participants/p2", "participants/p3"} {
+		b, err := os.ReadFile(filepath.Join(dir, node, "pid"))
+		if err != nil {
+			t.Fatalf("phase %q: %v", "read pid files", err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatalf("phase %q: %s: %v", "read pid files", node, err)
+		}
+		out[filepath.Base(node)] = pid
+	}
+	return out
+}
+
+// tableShows reports whether the node table has the node's line with pid.
+func (d *devRun) tableShows(id string, pid int) bool {
+	for _, line := range strings.Split(d.out.String(), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[0] == id && strings.Contains(line, " "+strconv.Itoa(pid)+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+var recordsColumn = regexp.MustCompile(`(?m)^(p\d+) .* (\d+ patients, \d+ documents)`)
+
+// records returns the RECORDS column of the node table: what every
+// participant holds.
+func (d *devRun) records() string {
+	var out []string
+	for _, m := range recordsColumn.FindAllStringSubmatch(d.out.String(), -1) {
+		out = append(out, m[1]+": "+m[2])
+	}
+	return strings.Join(out, "; ")
+}
+
+// exampleQuery returns the arguments of the example query qhinctl dev
+// printed.
+func (d *devRun) exampleQuery(t *testing.T) []string {
+	t.Helper()
+	for _, line := range strings.Split(d.out.String(), "\n") {
+		if strings.Contains(line, " query patients ") {
+			words, err := shellWords(line)
+			if err != nil || len(words) < 2 {
+				t.Fatalf("example query %q: %v", line, err)
+			}
+			return words[1:] // without the qhinctl path
+		}
+	}
+	t.Fatalf("qhinctl dev printed no example query:\n%s", d.out.String())
+	return nil
+}
+
+func (d *devRun) enter(t *testing.T) {
+	t.Helper()
+	if _, err := io.WriteString(d.stdin, "\n"); err != nil {
+		t.Fatalf("phase %q: %v", "press Enter", err)
+	}
+}
+
+// interrupt sends qhinctl dev SIGINT, as Ctrl-C does, and waits for it to
+// stop every node and exit 0.
+func (d *devRun) interrupt(t *testing.T) {
+	t.Helper()
+	d.cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("phase %q: qhinctl dev exited with %v:\n%s", "Ctrl-C", err, d.out.String())
+		}
+	case <-time.After(60 * time.Second):
+		d.cmd.Process.Kill()
+		<-done
+		t.Fatalf("phase %q: qhinctl dev still running 60s after SIGINT:\n%s", "Ctrl-C", d.out.String())
+	}
+	if !strings.Contains(d.out.String(), "Stopped. State is kept") {
+		t.Errorf("phase %q: no goodbye:\n%s", "Ctrl-C", d.out.String())
+	}
+}
+
+// freeBasePort finds a base port whose network ports (base+1… through
+// base+43) are all free just now.
+func freeBasePort(t *testing.T) int {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		base := 20000 + (os.Getpid()*7919+try*997)%40000
+		var ls []net.Listener
+		ok := true
+		for _, off := range []int{1, 2, 3, 11, 12, 13, 21, 22, 23, 31, 32, 33, 41, 42, 43} {
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+off))
+			if err != nil {
+				ok = false
+				break
+			}
+			ls = append(ls, l)
+		}
+		for _, l := range ls {
+			l.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no free range of ports for qhinctl dev")
+	return 0
+}
+
+// tail returns the last n lines of a file.
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's writes and the test's
+// reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// processAlive reports whether pid is a live process: neither gone nor a
+// zombie left for a parent that does not reap it.
+func processAlive(pid int) bool {
+	if runtime.GOOS == "linux" {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return false
+		}
+		// "pid (comm) S …": the state follows the last ')'.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+	}
+	return syscall.Kill(pid, 0) == nil
+}

@@ -1,0 +1,7 @@
+//go:build windows
+
+package e2e
+
+import "syscall"
+
+func procAttr() *syscall.SysProcAttr { return nil }
