@@ -142,7 +142,7 @@ func Open(cfg Config) (*Node, error) {
 	}()
 
 	var err error
-	n.fsm, err = fsm.Open(filepath.Join(cfg.DataDir, "fsm.db"), log)
+	n.fsm, err = fsm.Open(filepath.Join(cfg.DataDir, "fsm.db"), fsm.Options{Logger: log})
 	if err != nil {
 		return nil, err
 	}

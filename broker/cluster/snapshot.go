@@ -42,7 +42,7 @@ func (n *Node) RestoreSnapshot(ctx context.Context, r io.Reader) (uint64, error)
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return 0, err
 	}
-	if err := fsm.CheckSnapshot(tmp, n.cfg.DataDir); err != nil {
+	if _, err := fsm.CheckSnapshot(tmp, n.cfg.DataDir); err != nil {
 		return 0, fmt.Errorf("restore: %w", err)
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {

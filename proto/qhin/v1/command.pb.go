@@ -215,12 +215,15 @@ func (x *CommandBatch) GetCommands() []*Command {
 
 // BrokerRecord is a broker node as the replicated state knows it.
 type BrokerRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	// The newest command version the broker applies. A leader proposes a
+	// command of a newer version only once every member publishes it.
+	MaxCommandVersion uint32 `protobuf:"varint,4,opt,name=max_command_version,json=maxCommandVersion,proto3" json:"max_command_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *BrokerRecord) Reset() {
@@ -272,6 +275,13 @@ func (x *BrokerRecord) GetGrpcAddr() string {
 		return x.GrpcAddr
 	}
 	return ""
+}
+
+func (x *BrokerRecord) GetMaxCommandVersion() uint32 {
+	if x != nil {
+		return x.MaxCommandVersion
+	}
+	return 0
 }
 
 // SetParticipantStatus is the payload of COMMAND_TYPE_SET_PARTICIPANT_STATUS.
@@ -425,14 +435,15 @@ func (x *BatchResult) GetResults() []*CommandResult {
 	return nil
 }
 
-// CommandResult is the outcome of one command in a batch.
+// CommandResult is the outcome of a command as the replicated state keeps
+// it (a batch's commands; a request id's first answer).
 type CommandResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Encoded result message; empty on error.
 	Result []byte `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
-	// Error code and message of a command that was refused.
+	// Code of the error that refused the command, from broker/fsm's ordered
+	// table; never the error's text, which may differ between versions.
 	ErrorCode     string `protobuf:"bytes,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
-	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -481,13 +492,6 @@ func (x *CommandResult) GetErrorCode() string {
 	return ""
 }
 
-func (x *CommandResult) GetError() string {
-	if x != nil {
-		return x.Error
-	}
-	return ""
-}
-
 var File_qhin_v1_command_proto protoreflect.FileDescriptor
 
 const file_qhin_v1_command_proto_rawDesc = "" +
@@ -501,11 +505,12 @@ const file_qhin_v1_command_proto_rawDesc = "" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
 	"\apayload\x18\x05 \x01(\fR\apayload\"<\n" +
 	"\fCommandBatch\x12,\n" +
-	"\bcommands\x18\x01 \x03(\v2\x10.qhin.v1.CommandR\bcommands\"a\n" +
+	"\bcommands\x18\x01 \x03(\v2\x10.qhin.v1.CommandR\bcommands\"\x91\x01\n" +
 	"\fBrokerRecord\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
-	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\"\x89\x01\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12.\n" +
+	"\x13max_command_version\x18\x04 \x01(\rR\x11maxCommandVersion\"\x89\x01\n" +
 	"\x14SetParticipantStatus\x12%\n" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x122\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1a.qhin.v1.ParticipantStatusR\x06status\x12\x16\n" +
@@ -513,12 +518,11 @@ const file_qhin_v1_command_proto_rawDesc = "" +
 	"\fRemoveBroker\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"?\n" +
 	"\vBatchResult\x120\n" +
-	"\aresults\x18\x01 \x03(\v2\x16.qhin.v1.CommandResultR\aresults\"\\\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.qhin.v1.CommandResultR\aresults\"S\n" +
 	"\rCommandResult\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1d\n" +
 	"\n" +
-	"error_code\x18\x02 \x01(\tR\terrorCode\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error*\xf5\x01\n" +
+	"error_code\x18\x02 \x01(\tR\terrorCodeJ\x04\b\x03\x10\x04R\x05error*\xf5\x01\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12%\n" +
 	"!COMMAND_TYPE_REGISTER_PARTICIPANT\x10\x01\x12#\n" +
