@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -60,9 +59,8 @@ type Options struct {
 	// is zero).
 	Metrics bool
 
+	// Logger receives every node's log, hashicorp/raft's included.
 	Logger *slog.Logger
-	// RaftLog receives hashicorp/raft's log; nil discards it.
-	RaftLog io.Writer
 }
 
 // BrokerNode is one broker of the network.
@@ -280,7 +278,6 @@ func (n *Network) StartBroker(i int) error {
 		SnapshotInterval:  n.opts.SnapshotInterval,
 		TrailingLogs:      n.opts.TrailingLogs,
 		Logger:            n.log,
-		RaftLog:           n.opts.RaftLog,
 	}
 	if i > 0 && !b.NoJoin {
 		for _, other := range n.Brokers {

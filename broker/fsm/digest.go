@@ -59,6 +59,16 @@ func entryHash(k, v []byte) [sha256.Size]byte {
 // dataTables are the tables digests cover: every table but meta.
 var dataTables = [][]byte{bucketParticipants, bucketBrokers, bucketRequests, bucketRequestTimes}
 
+// TableNames lists the tables digests cover, in the order of
+// Digests.Tables.
+func TableNames() []string {
+	out := make([]string, len(dataTables))
+	for i, t := range dataTables {
+		out[i] = string(t)
+	}
+	return out
+}
+
 // Digests is the state of every data table as of an applied index.
 type Digests struct {
 	Index  uint64

@@ -179,7 +179,7 @@ func applyBatch(t *txn, _ *qhinv1.Command, payload proto.Message) (proto.Message
 		if err != nil {
 			return nil, &storageError{err}
 		}
-		cr, err := storedResult(r.Value, r.Err)
+		cr, err := storedResult(r.Value, r.Err, r.Restricts)
 		if err != nil {
 			return nil, &storageError{err}
 		}

@@ -226,6 +226,10 @@ func (f *FSM) fail(err error) {
 	}
 }
 
+// MarkDamaged stops the state machine because its state was found to
+// differ from what it should be (the leader's digests at the same index).
+func (f *FSM) MarkDamaged(err error) { f.fail(fmt.Errorf("%w: %w", ErrDamaged, err)) }
+
 // Digests returns the table digests as of the applied index.
 func (f *FSM) Digests() Digests { return *f.digests.Load() }
 
@@ -391,7 +395,7 @@ func (f *FSM) applyCommand(t *txn, cmd *qhinv1.Command) (*Result, error) {
 	restricts := t.restricts && err == nil
 	t.restricts = outer || restricts
 	if cmd.RequestId != "" {
-		if perr := rememberRequest(t, cmd, value, err); perr != nil {
+		if perr := rememberRequest(t, cmd, value, err, restricts); perr != nil {
 			return nil, fmt.Errorf("remember request: %w", perr)
 		}
 	}
@@ -407,6 +411,12 @@ func replay(cmd *qhinv1.Command, h handler, stored []byte) *Result {
 }
 
 func resultFromStored(h handler, cr *qhinv1.CommandResult) *Result {
+	r := resultValue(h, cr)
+	r.Restricts = cr.Restricts
+	return r
+}
+
+func resultValue(h handler, cr *qhinv1.CommandResult) *Result {
 	if cr.ErrorCode != "" {
 		sentinel := sentinelOf(cr.ErrorCode)
 		return &Result{Err: &commandError{sentinel: sentinel, msg: "refused: " + sentinel.Error()}}
@@ -424,8 +434,8 @@ func resultFromStored(h handler, cr *qhinv1.CommandResult) *Result {
 // storedResult is what the replicated state keeps of a command's outcome:
 // its result value, or the code of its error — never the error's text, which
 // may differ between broker versions.
-func storedResult(value proto.Message, err error) (*qhinv1.CommandResult, error) {
-	cr := &qhinv1.CommandResult{}
+func storedResult(value proto.Message, err error, restricts bool) (*qhinv1.CommandResult, error) {
+	cr := &qhinv1.CommandResult{Restricts: restricts}
 	if err != nil {
 		cr.ErrorCode = errorCode(err)
 		return cr, nil
@@ -442,8 +452,8 @@ func storedResult(value proto.Message, err error) (*qhinv1.CommandResult, error)
 
 // rememberRequest stores a command's result under its request id and forgets
 // ids older than RequestRetention, measured in command time.
-func rememberRequest(t *txn, cmd *qhinv1.Command, value proto.Message, cmdErr error) error {
-	cr, err := storedResult(value, cmdErr)
+func rememberRequest(t *txn, cmd *qhinv1.Command, value proto.Message, cmdErr error, restricts bool) error {
+	cr, err := storedResult(value, cmdErr, restricts)
 	if err != nil {
 		return err
 	}
@@ -508,9 +518,21 @@ type snapshot struct {
 	tx *bolt.Tx
 }
 
-// Persist streams the bbolt file as the read transaction sees it.
+// IndexedSink is a snapshot sink that knows the Raft index of the snapshot
+// it receives (broker/cluster's snapshot store gives such sinks).
+type IndexedSink interface {
+	raft.SnapshotSink
+	Index() uint64
+}
+
+// Persist streams the bbolt file as the read transaction sees it, framed
+// with the snapshot's Raft index when the sink knows it.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := writeSnapshot(s.tx, sink); err != nil {
+	var index uint64
+	if is, ok := sink.(IndexedSink); ok {
+		index = is.Index()
+	}
+	if _, err := writeSnapshot(s.tx, sink, index); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("persist snapshot: %w", err)
 	}
@@ -531,7 +553,7 @@ func (f *FSM) WriteTo(w io.Writer) (int64, error) {
 	var n int64
 	err := f.db.View(func(tx *bolt.Tx) error {
 		var err error
-		n, err = writeSnapshot(tx, w)
+		n, err = writeSnapshot(tx, w, 0)
 		return err
 	})
 	return n, err
@@ -542,9 +564,11 @@ func (f *FSM) WriteTo(w io.Writer) (int64, error) {
 // then does it replace the live file. A snapshot that is not a whole state
 // file of this layout leaves the current state untouched.
 //
-// The restored file's applied index is reset: Raft delivers only entries
-// after the snapshot from now on, and an index carried over from another
-// cluster (a backup restored into a new one) must not make them look applied.
+// The restored state's applied index becomes the Raft index the snapshot
+// was taken at, when its frame carries one (a Raft snapshot: the state
+// holds every entry up to it); else 0 — an index carried over from another
+// cluster (a backup restored into a new one) must not make that cluster's
+// entries look applied.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	f.applyMu.Lock()
@@ -572,7 +596,7 @@ func (f *FSM) Replace(fetch func(w io.Writer) error) (uint64, error) {
 // install receives a snapshot into a side file, checks it and swaps it in.
 // The caller holds applyMu.
 func (f *FSM) install(r io.Reader, keepIndex bool) (uint64, error) {
-	tmpPath, db, d, err := receive(r, filepath.Dir(f.path), filepath.Base(f.path), f.boltOptions())
+	tmpPath, db, d, raftIndex, err := receive(r, filepath.Dir(f.path), filepath.Base(f.path), f.boltOptions())
 	if err != nil {
 		return 0, err
 	}
@@ -582,13 +606,13 @@ func (f *FSM) install(r io.Reader, keepIndex bool) (uint64, error) {
 		return 0, fmt.Errorf("the state offered is at index %d, behind this broker's %d", d.Index, f.applied.Load())
 	}
 	if !keepIndex {
-		err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyAppliedIndex, u64(0)) })
+		err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyAppliedIndex, u64(raftIndex)) })
 		if err != nil {
 			db.Close()
 			os.Remove(tmpPath)
 			return 0, err
 		}
-		d.Index = 0
+		d.Index = raftIndex
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -639,7 +663,7 @@ type SnapshotInfo struct {
 // CheckSnapshot reads a snapshot as Restore would, in a scratch file in dir,
 // and describes it when Restore would accept it.
 func CheckSnapshot(r io.Reader, dir string) (SnapshotInfo, error) {
-	tmpPath, db, d, err := receive(r, dir, "check", &bolt.Options{Timeout: 5 * time.Second})
+	tmpPath, db, d, _, err := receive(r, dir, "check", &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
@@ -677,18 +701,20 @@ func trustDomainOf(id string) string {
 
 // receive writes a snapshot into a new file in dir and opens it once its
 // frame, layout and every table's digest check out; the caller owns both.
-func receive(r io.Reader, dir, name string, opts *bolt.Options) (string, *bolt.DB, Digests, error) {
+// It also returns the Raft index in the frame.
+func receive(r io.Reader, dir, name string, opts *bolt.Options) (string, *bolt.DB, Digests, uint64, error) {
 	tmp, err := os.CreateTemp(dir, name+".restore-*")
 	if err != nil {
-		return "", nil, Digests{}, err
+		return "", nil, Digests{}, 0, err
 	}
 	tmpPath := tmp.Name()
-	fail := func(err error) (string, *bolt.DB, Digests, error) {
+	fail := func(err error) (string, *bolt.DB, Digests, uint64, error) {
 		tmp.Close()
 		os.Remove(tmpPath)
-		return "", nil, Digests{}, err
+		return "", nil, Digests{}, 0, err
 	}
-	if err := readSnapshot(r, tmp); err != nil {
+	index, err := readSnapshot(r, tmp)
+	if err != nil {
 		return fail(err)
 	}
 	if err := tmp.Sync(); err != nil {
@@ -700,9 +726,9 @@ func receive(r io.Reader, dir, name string, opts *bolt.Options) (string, *bolt.D
 	db, d, err := checkRestored(tmpPath, opts)
 	if err != nil {
 		os.Remove(tmpPath)
-		return "", nil, Digests{}, fmt.Errorf("snapshot is not a whole broker state file: %w", err)
+		return "", nil, Digests{}, 0, fmt.Errorf("snapshot is not a whole broker state file: %w", err)
 	}
-	return tmpPath, db, d, nil
+	return tmpPath, db, d, index, nil
 }
 
 // checkRestored opens a received snapshot, brings its layout up to date and

@@ -90,7 +90,6 @@ func runDev(ctx context.Context, stdout, stderr io.Writer, f devFlags) error {
 		BasePort:     f.basePort,
 		Metrics:      true,
 		Logger:       slog.New(telemetry.LogHandler(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: level}))),
-		RaftLog:      logFile,
 	})
 	if err != nil {
 		return fmt.Errorf("start network: %w (see %s)", err, logPath)

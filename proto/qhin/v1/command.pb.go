@@ -443,7 +443,10 @@ type CommandResult struct {
 	Result []byte `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
 	// Code of the error that refused the command, from broker/fsm's ordered
 	// table; never the error's text, which may differ between versions.
-	ErrorCode     string `protobuf:"bytes,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorCode string `protobuf:"bytes,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	// The command withdrew access; a retry of its request waits, as the
+	// first attempt did, until every serving broker holds it.
+	Restricts     bool `protobuf:"varint,4,opt,name=restricts,proto3" json:"restricts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -492,6 +495,13 @@ func (x *CommandResult) GetErrorCode() string {
 	return ""
 }
 
+func (x *CommandResult) GetRestricts() bool {
+	if x != nil {
+		return x.Restricts
+	}
+	return false
+}
+
 var File_qhin_v1_command_proto protoreflect.FileDescriptor
 
 const file_qhin_v1_command_proto_rawDesc = "" +
@@ -518,11 +528,12 @@ const file_qhin_v1_command_proto_rawDesc = "" +
 	"\fRemoveBroker\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"?\n" +
 	"\vBatchResult\x120\n" +
-	"\aresults\x18\x01 \x03(\v2\x16.qhin.v1.CommandResultR\aresults\"S\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.qhin.v1.CommandResultR\aresults\"q\n" +
 	"\rCommandResult\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1d\n" +
 	"\n" +
-	"error_code\x18\x02 \x01(\tR\terrorCodeJ\x04\b\x03\x10\x04R\x05error*\xf5\x01\n" +
+	"error_code\x18\x02 \x01(\tR\terrorCode\x12\x1c\n" +
+	"\trestricts\x18\x04 \x01(\bR\trestrictsJ\x04\b\x03\x10\x04R\x05error*\xf5\x01\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12%\n" +
 	"!COMMAND_TYPE_REGISTER_PARTICIPANT\x10\x01\x12#\n" +
