@@ -181,14 +181,17 @@ func registerBatch(t *testing.T, n *Network, prefix string, count, size int) {
 			}
 			cmds = append(cmds, c)
 		}
-		b, err := fsm.NewBatch("", time.Now(), cmds)
+		b, err := fsm.NewBatch(fmt.Sprintf("%s-batch-%d", prefix, start), time.Now(), cmds)
 		if err != nil {
 			t.Fatal(err)
 		}
-		leader := n.Brokers[waitLeader(t, n, -1)].Server.Node()
-		if _, _, err := leader.Apply(ctx, b); err != nil {
-			t.Fatal(err)
-		}
+		// Brokers do not retry; a leader lost under load is the caller's
+		// to retry, with the same request id.
+		pollUntil(t, time.Minute, fmt.Sprintf("batch %s-%d applied", prefix, start), func() error {
+			leader := n.Brokers[waitLeader(t, n, -1)].Server.Node()
+			_, _, err := leader.Apply(ctx, b)
+			return err
+		})
 	}
 }
 

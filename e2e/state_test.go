@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -246,4 +247,115 @@ func TestFence_BrokerWithoutLeaderRefusesQueries(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// saveSnapshot streams the cluster's state through the operator's client.
+func saveSnapshot(t *testing.T, op *client.Conn) []byte {
+	t.Helper()
+	stream, err := op.Cluster().SaveSnapshot(callCtx(t), &qhinv1.SaveSnapshotRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	for {
+		c, err := stream.Recv()
+		if err == io.EOF {
+			return buf.Bytes()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf.Write(c.Data)
+	}
+}
+
+func restoreThrough(t *testing.T, c qhinv1.ClusterClient, snap []byte, force bool) (*qhinv1.RestoreSnapshotResponse, error) {
+	t.Helper()
+	stream, err := c.RestoreSnapshot(callCtx(t))
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < len(snap); i += 32 << 10 {
+		if err := stream.Send(&qhinv1.SnapshotChunk{Data: snap[i:min(i+32<<10, len(snap))], Force: force && i == 0}); err != nil {
+			break
+		}
+	}
+	return stream.CloseAndRecv()
+}
+
+// TestRestore_AnotherTrustDomainIsRefusedUnlessForced saves a snapshot of a
+// network in one trust domain and restores it into a cluster of another,
+// through a follower (which hands it to the leader): refused, naming both
+// trust domains, unless forced.
+func TestRestore_AnotherTrustDomainIsRefusedUnlessForced(t *testing.T) {
+	a, _ := startNetwork(t, Options{Brokers: 1, Participants: 2})
+	snap := saveSnapshot(t, dial(t, a, a.Operator()))
+
+	b, _ := startNetwork(t, Options{Brokers: 3, Participants: 1, TrustDomain: "other.test"})
+	f := follower(t, b)
+	cc := rawConn(t, b.Brokers[f].GRPCAddr, brokerCreds(b, b.Operator()))
+	_, err := restoreThrough(t, qhinv1.NewClusterClient(cc), snap, false)
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("restore from qhin.test into other.test: %v, want FailedPrecondition", err)
+	}
+	for _, td := range []string{"qhin.test", "other.test", "--force"} {
+		if !strings.Contains(status.Convert(err).Message(), td) {
+			t.Errorf("refusal %q does not mention %s", status.Convert(err).Message(), td)
+		}
+	}
+	if _, err := restoreThrough(t, qhinv1.NewClusterClient(cc), snap, true); err != nil {
+		t.Fatalf("forced restore: %v", err)
+	}
+	op := dial(t, b, b.Operator())
+	ids, err := directoryIDs(callCtx(t), op.Directory())
+	if err != nil || strings.Join(ids, ",") != "p1,p2" {
+		t.Fatalf("directory after the forced restore: %v, %v; want p1,p2", ids, err)
+	}
+}
+
+// TestDirectory_WriteParticipantsAppliesABatchInOneCall registers, updates
+// and suspends in one call; each write has its own result, and a refused
+// write does not stop the others.
+func TestDirectory_WriteParticipantsAppliesABatchInOneCall(t *testing.T) {
+	n, _ := startNetwork(t, Options{Brokers: 3, Participants: 2})
+	op := dial(t, n, n.Operator()).Directory()
+	writes := []*qhinv1.ParticipantWrite{
+		{Write: &qhinv1.ParticipantWrite_Register{Register: memberParticipant("x1")}},
+		{Write: &qhinv1.ParticipantWrite_Register{Register: memberParticipant("p1")}}, // exists
+		{Write: &qhinv1.ParticipantWrite_SetStatus{SetStatus: &qhinv1.StatusChange{ParticipantId: "p2", Status: qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED}}},
+	}
+	resp, err := op.WriteParticipants(callCtx(t), &qhinv1.WriteParticipantsRequest{Writes: writes, RequestId: "batch-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []codes.Code{codes.OK, codes.AlreadyExists, codes.OK}
+	for i, r := range resp.Results {
+		if codes.Code(r.Code) != want[i] {
+			t.Errorf("write %d: %v %q, want %v", i, codes.Code(r.Code), r.Message, want[i])
+		}
+	}
+	// The suspension restricts: every broker holds it once acknowledged.
+	for i := range n.Brokers {
+		if err := queryThrough(t, n, i, 1); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("suspended p2 through %s: %v, want PermissionDenied", n.Brokers[i].ID, err)
+		}
+	}
+	// Bad input is refused whole, naming the write and field.
+	_, err = op.WriteParticipants(callCtx(t), &qhinv1.WriteParticipantsRequest{Writes: []*qhinv1.ParticipantWrite{
+		{Write: &qhinv1.ParticipantWrite_Register{Register: memberParticipant("x2")}},
+		{Write: &qhinv1.ParticipantWrite_Register{Register: &qhinv1.Participant{Id: "x3", Endpoint: "nope"}}},
+	}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "writes[1]") {
+		t.Errorf("bad write: %v, want InvalidArgument naming writes[1]", err)
+	}
+	if _, err := op.GetParticipant(callCtx(t), &qhinv1.GetParticipantRequest{ParticipantId: "x2", Consistent: true}); status.Code(err) != codes.NotFound {
+		t.Errorf("x2 of a refused call: %v, want NotFound", err)
+	}
+	too := make([]*qhinv1.ParticipantWrite, 10_001)
+	for i := range too {
+		too[i] = writes[0]
+	}
+	if _, err := op.WriteParticipants(callCtx(t), &qhinv1.WriteParticipantsRequest{Writes: too}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("10,001 writes: %v, want InvalidArgument", err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -130,17 +131,23 @@ func TestRetrieve_SmallDocumentVerifiedBothWays(t *testing.T) {
 
 func TestRaft_SmallClusterWritesFailsOverAndInstallsSnapshot(t *testing.T) {
 	t.Parallel()
-	o := RaftOptions{Duration: 900 * time.Millisecond, Rounds: 3, Concurrency: 4, Kills: 2, Entries: 5000, BuildBatch: 1000, Dir: t.TempDir()}
+	o := RaftOptions{Duration: 1200 * time.Millisecond, Rounds: 3, Batch: 200, Concurrency: 4, Steady: 500 * time.Millisecond,
+		Kills: 2, Entries: 5000, BuildBatch: 1000, Dir: t.TempDir()}
 	if testing.Short() {
 		o.Kills, o.FastRaft = 1, true
 	}
-	res, err := Raft(testCtx(t), o, nil)
+	var phase atomic.Value
+	phase.Store("start")
+	res, err := Raft(testCtx(t), o, func(p string, _, _ int) { phase.Store(p) })
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("phase %q: %v", phase.Load(), err)
 	}
 	checkJSON(t, res)
-	if len(res.Writes) != 3 {
-		t.Fatalf("%d write modes, want 3", len(res.Writes))
+	if len(res.Writes) != 4 {
+		t.Fatalf("%d write modes, want 4", len(res.Writes))
+	}
+	if res.Steady.Writes == 0 || res.Steady.TermAfter < res.Steady.TermBefore {
+		t.Errorf("steady run not sane: %+v", res.Steady)
 	}
 	for _, w := range res.Writes {
 		if w.Entries == 0 {
