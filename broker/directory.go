@@ -186,7 +186,11 @@ func (d *directory) WriteParticipants(ctx context.Context, req *qhinv1.WritePart
 		}
 		cmds[i] = c
 	}
-	batch, err := fsm.NewBatch(requestID(req.RequestId), now, cmds)
+	newBatch := fsm.NewCodesOnlyBatch
+	if req.ReturnParticipants {
+		newBatch = fsm.NewBatch
+	}
+	batch, err := newBatch(requestID(req.RequestId), now, cmds)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -206,7 +210,9 @@ func (d *directory) WriteParticipants(ctx context.Context, req *qhinv1.WritePart
 			st := status.Convert(toStatus(r.Err))
 			res.Code, res.Message = int32(st.Code()), st.Message()
 		} else {
-			res.Participant, _ = r.Value.(*qhinv1.Participant)
+			if req.ReturnParticipants {
+				res.Participant, _ = r.Value.(*qhinv1.Participant)
+			}
 			written++
 		}
 		out.Results[i] = res

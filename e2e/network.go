@@ -462,6 +462,23 @@ func (n *Network) registerParticipants(ctx context.Context) error {
 			return fmt.Errorf("register participant %s: %w", p.ID, err)
 		}
 	}
+	// A registration is acknowledged once the leader applied it; wait until
+	// every broker holds them, so that the network answers alike whichever
+	// broker a query reaches.
+	for _, b := range n.Brokers {
+		for _, p := range n.Participants {
+			for b.Server != nil {
+				if got, err := b.Server.Node().FSM().Participant(p.ID); err == nil && got.Endpoint == p.Addr {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("participant %s not on broker %s: %w", p.ID, b.ID, ctx.Err())
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}
+	}
 	return nil
 }
 

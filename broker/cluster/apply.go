@@ -36,14 +36,13 @@ type appliedCommand struct {
 // — for brokers that cannot be reached or are behind — once the fence's
 // lease has run out since the entry was committed, after which none of them
 // serves without it. A command that grants or changes nothing about access
-// returns once applied on the leader (and, for reads that follow on this
-// node, here).
+// returns once applied on the leader; a read that must see it asks for a
+// linearizable read (ReadLinearizable).
 func (n *Node) Apply(ctx context.Context, cmd *qhinv1.Command) (proto.Message, uint64, error) {
 	data, err := fsm.Encode(cmd)
 	if err != nil {
 		return nil, 0, err
 	}
-	here := n.IsLeader()
 	res, err := onLeader(ctx, n,
 		func(ctx context.Context) (appliedCommand, error) { return n.applyLocal(ctx, cmd, data) },
 		func(ctx context.Context, c qhinv1.ClusterClient) (appliedCommand, error) {
@@ -65,12 +64,6 @@ func (n *Node) Apply(ctx context.Context, cmd *qhinv1.Command) (proto.Message, u
 	}
 	if res.restricts {
 		return res.value, res.index, n.confirmRestriction(ctx, res.index)
-	}
-	if !here {
-		// Let a read on this node that follows the write see it.
-		waitCtx, cancel := context.WithTimeout(ctx, time.Second)
-		_ = n.waitApplied(waitCtx, res.index)
-		cancel()
 	}
 	return res.value, res.index, nil
 }

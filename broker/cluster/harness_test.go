@@ -75,7 +75,7 @@ type testNode struct {
 }
 
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	ca    *pki.CA
 	nodes []*testNode
 	logs  *syncBuffer
@@ -105,7 +105,7 @@ func (b *syncBuffer) String() string {
 // newCluster starts size nodes: the first bootstraps, the others join
 // through it over the Cluster service. opts, when given, sets node i's
 // state machine options.
-func newCluster(t *testing.T, size int, opts ...func(i int, tn *testNode)) *testCluster {
+func newCluster(t testing.TB, size int, opts ...func(i int, tn *testNode)) *testCluster {
 	t.Helper()
 	ca, err := pki.NewCA(testTD, time.Hour)
 	if err != nil {
@@ -300,13 +300,13 @@ func (c *testCluster) follower() int {
 	return -1
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
+func ctxFor(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-func registerCmd(t *testing.T, id, reqID string) *qhinv1.Command {
+func registerCmd(t testing.TB, id, reqID string) *qhinv1.Command {
 	t.Helper()
 	c, err := fsm.NewCommand(qhinv1.CommandType_COMMAND_TYPE_REGISTER_PARTICIPANT, reqID, time.Now(), &qhinv1.Participant{
 		Id: id, SpiffeId: "spiffe://qhin.test/participant/" + id, Endpoint: "127.0.0.1:9"})
@@ -316,7 +316,7 @@ func registerCmd(t *testing.T, id, reqID string) *qhinv1.Command {
 	return c
 }
 
-func statusCmd(t *testing.T, id string, st qhinv1.ParticipantStatus) *qhinv1.Command {
+func statusCmd(t testing.TB, id string, st qhinv1.ParticipantStatus) *qhinv1.Command {
 	t.Helper()
 	c, err := fsm.NewCommand(qhinv1.CommandType_COMMAND_TYPE_SET_PARTICIPANT_STATUS, "", time.Now(),
 		&qhinv1.SetParticipantStatus{ParticipantId: id, Status: st})

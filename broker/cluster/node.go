@@ -276,7 +276,13 @@ func openLogStore(path string) (store *raftboltdb.BoltStore, err error) {
 			store, err = nil, fmt.Errorf("%w: %v", fsm.ErrDamaged, p)
 		}
 	}()
-	return raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bolt.Options{Timeout: 5 * time.Second}})
+	return raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bolt.Options{
+		Timeout: 5 * time.Second,
+		// Commits write no freelist (rebuilt when the file opens) and find
+		// free pages in a map: less to write and sync on every append.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	}})
 }
 
 // openState opens the state file. A damaged one is set aside (kept for

@@ -130,7 +130,18 @@ func NewCommand(t qhinv1.CommandType, requestID string, now time.Time, payload p
 // NewBatch wraps commands into one batch command, applied in one
 // transaction. The batch's version is the newest of its commands'.
 func NewBatch(requestID string, now time.Time, cmds []*qhinv1.Command) (*qhinv1.Command, error) {
-	b, err := NewCommand(qhinv1.CommandType_COMMAND_TYPE_BATCH, requestID, now, &qhinv1.CommandBatch{Commands: cmds})
+	return newBatch(requestID, now, &qhinv1.CommandBatch{Commands: cmds})
+}
+
+// NewCodesOnlyBatch is NewBatch whose results carry error codes only, not
+// result values: the bulk path.
+func NewCodesOnlyBatch(requestID string, now time.Time, cmds []*qhinv1.Command) (*qhinv1.Command, error) {
+	return newBatch(requestID, now, &qhinv1.CommandBatch{Commands: cmds, CodesOnly: true})
+}
+
+func newBatch(requestID string, now time.Time, batch *qhinv1.CommandBatch) (*qhinv1.Command, error) {
+	cmds := batch.Commands
+	b, err := NewCommand(qhinv1.CommandType_COMMAND_TYPE_BATCH, requestID, now, batch)
 	if err != nil {
 		return nil, err
 	}

@@ -179,7 +179,11 @@ func applyBatch(t *txn, _ *qhinv1.Command, payload proto.Message) (proto.Message
 		if err != nil {
 			return nil, &storageError{err}
 		}
-		cr, err := storedResult(r.Value, r.Err, r.Restricts)
+		value := r.Value
+		if batch.CodesOnly {
+			value = nil
+		}
+		cr, err := storedResult(value, r.Err, r.Restricts)
 		if err != nil {
 			return nil, &storageError{err}
 		}

@@ -170,8 +170,12 @@ func (x *Command) GetPayload() []byte {
 // CommandBatch is the payload of COMMAND_TYPE_BATCH: commands applied in one
 // transaction, in order.
 type CommandBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Commands      []*Command             `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Commands []*Command             `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
+	// The batch's results carry each command's error code only, not its
+	// result value: bulk writers need to know what failed, and the results
+	// stay small (they are remembered under the batch's request id).
+	CodesOnly     bool `protobuf:"varint,2,opt,name=codes_only,json=codesOnly,proto3" json:"codes_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -211,6 +215,13 @@ func (x *CommandBatch) GetCommands() []*Command {
 		return x.Commands
 	}
 	return nil
+}
+
+func (x *CommandBatch) GetCodesOnly() bool {
+	if x != nil {
+		return x.CodesOnly
+	}
+	return false
 }
 
 // BrokerRecord is a broker node as the replicated state knows it.
@@ -513,9 +524,11 @@ const file_qhin_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12.\n" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
-	"\apayload\x18\x05 \x01(\fR\apayload\"<\n" +
+	"\apayload\x18\x05 \x01(\fR\apayload\"[\n" +
 	"\fCommandBatch\x12,\n" +
-	"\bcommands\x18\x01 \x03(\v2\x10.qhin.v1.CommandR\bcommands\"\x91\x01\n" +
+	"\bcommands\x18\x01 \x03(\v2\x10.qhin.v1.CommandR\bcommands\x12\x1d\n" +
+	"\n" +
+	"codes_only\x18\x02 \x01(\bR\tcodesOnly\"\x91\x01\n" +
 	"\fBrokerRecord\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +

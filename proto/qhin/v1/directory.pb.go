@@ -879,9 +879,12 @@ type WriteParticipantsRequest struct {
 	// At most 10,000 writes.
 	Writes []*ParticipantWrite `protobuf:"bytes,1,rep,name=writes,proto3" json:"writes,omitempty"`
 	// Idempotency key of the whole call.
-	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Return each written participant; by default results carry only codes,
+	// which keeps bulk writes light.
+	ReturnParticipants bool `protobuf:"varint,3,opt,name=return_participants,json=returnParticipants,proto3" json:"return_participants,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *WriteParticipantsRequest) Reset() {
@@ -926,6 +929,13 @@ func (x *WriteParticipantsRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *WriteParticipantsRequest) GetReturnParticipants() bool {
+	if x != nil {
+		return x.ReturnParticipants
+	}
+	return false
 }
 
 type WriteParticipantsResponse struct {
@@ -975,7 +985,8 @@ func (x *WriteParticipantsResponse) GetResults() []*ParticipantWriteResult {
 
 type ParticipantWriteResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The participant as written; unset when the write was refused.
+	// The participant as written, when return_participants was set and the
+	// write was applied.
 	Participant *Participant `protobuf:"bytes,1,opt,name=participant,proto3" json:"participant,omitempty"`
 	// gRPC status code (0 OK) and message of a refused write.
 	Code          int32  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
@@ -1098,11 +1109,12 @@ const file_qhin_v1_directory_proto_rawDesc = "" +
 	"\fStatusChange\x12%\n" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x122\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1a.qhin.v1.ParticipantStatusR\x06status\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"l\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x9d\x01\n" +
 	"\x18WriteParticipantsRequest\x121\n" +
 	"\x06writes\x18\x01 \x03(\v2\x19.qhin.v1.ParticipantWriteR\x06writes\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"V\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12/\n" +
+	"\x13return_participants\x18\x03 \x01(\bR\x12returnParticipants\"V\n" +
 	"\x19WriteParticipantsResponse\x129\n" +
 	"\aresults\x18\x01 \x03(\v2\x1f.qhin.v1.ParticipantWriteResultR\aresults\"~\n" +
 	"\x16ParticipantWriteResult\x126\n" +
