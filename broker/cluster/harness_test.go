@@ -69,9 +69,11 @@ type testNode struct {
 	trans *raft.InmemTransport
 	logs  *faultyLogs
 	fsm   fsm.Options
-	node  *Node
-	srv   *grpc.Server
-	done  chan struct{}
+	// heartbeat and lease: testHeartbeat and testLease unless set.
+	heartbeat, lease time.Duration
+	node             *Node
+	srv              *grpc.Server
+	done             chan struct{}
 }
 
 type testCluster struct {
@@ -128,7 +130,7 @@ func newCluster(t testing.TB, size int, opts ...func(i int, tn *testNode)) *test
 			t.Fatal(err)
 		}
 		tn := &testNode{id: id, dir: t.TempDir(), addr: raft.ServerAddress(id + ".raft:7411"), src: pki.StaticSource{SVID: svid, Bundle: ca.Bundle()},
-			grpcAddr: "127.0.0.1:0"}
+			grpcAddr: "127.0.0.1:0", heartbeat: testHeartbeat, lease: testLease}
 		for _, o := range opts {
 			o(i, tn)
 		}
@@ -164,7 +166,7 @@ func (c *testCluster) start(i int) {
 	node, err := Open(Config{
 		NodeID: tn.id, GRPCAddr: tn.grpcAddr, DataDir: tn.dir, Bootstrap: i == 0, Join: join,
 		Source: tn.src, TrustDomain: testTD,
-		HeartbeatTimeout: testHeartbeat, ElectionTimeout: testHeartbeat, LeaderLeaseTimeout: testLease,
+		HeartbeatTimeout: tn.heartbeat, ElectionTimeout: tn.heartbeat, LeaderLeaseTimeout: tn.lease,
 		Logger: c.log, RaftLogLevel: "info",
 		transport: tn.trans, fsmOptions: tn.fsm,
 		wrapLogStore: func(l raft.LogStore) raft.LogStore { tn.logs.LogStore = l; return tn.logs },
