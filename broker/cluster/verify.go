@@ -26,7 +26,9 @@ var errNotComparable = errors.New("the leader's digests at this index are not av
 func (n *Node) verifyLoop() {
 	ctx, cancel := n.stopContext()
 	defer cancel()
-	next := 2 * time.Second
+	// Open has just read the whole file back; the first round only
+	// compares with the leader.
+	next, scanned := 2*time.Second, true
 	for {
 		t := time.NewTimer(next)
 		select {
@@ -35,7 +37,11 @@ func (n *Node) verifyLoop() {
 			return
 		case <-t.C:
 		}
-		switch err := n.Verify(ctx); {
+		err := n.verify(ctx, !scanned)
+		if err == nil || !errors.Is(err, errNotComparable) {
+			scanned = false
+		}
+		switch {
 		case err == nil:
 			next = n.cfg.VerifyInterval
 		case errors.Is(err, errNotComparable), retryable(err), errors.Is(err, ErrNotServing):
@@ -51,12 +57,16 @@ func (n *Node) verifyLoop() {
 // recorded with it; then, on a follower that serves, compares its digests
 // with the leader's at the same applied index. A mismatch stops the state
 // machine, and the node reinstalls the leader's state.
-func (n *Node) Verify(ctx context.Context) error {
+func (n *Node) Verify(ctx context.Context) error { return n.verify(ctx, true) }
+
+func (n *Node) verify(ctx context.Context, scan bool) error {
 	if err := n.fsm.Failed(); err != nil {
 		return err
 	}
-	if _, err := n.fsm.Verify(); err != nil {
-		return err
+	if scan {
+		if _, err := n.fsm.Verify(); err != nil {
+			return err
+		}
 	}
 	if n.IsLeader() {
 		return nil
