@@ -19,7 +19,7 @@ import (
 // replicated state.
 const MaxClockSkew = time.Minute
 
-// applied is what a command yielded on the leader.
+// appliedCommand is what a command yielded on the leader.
 type appliedCommand struct {
 	value     proto.Message
 	index     uint64
