@@ -75,7 +75,11 @@ func applyRegisterParticipant(t *txn, cmd *qhinv1.Command, payload proto.Message
 	}
 	p.CreatedAt = cmd.Time
 	p.UpdatedAt = cmd.Time
-	return p, putParticipant(t, p)
+	b, err := proto.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return p, t.insert(bucketParticipants, []byte(p.Id), b)
 }
 
 func applyUpdateParticipant(t *txn, cmd *qhinv1.Command, payload proto.Message) (proto.Message, error) {

@@ -472,7 +472,8 @@ func rememberRequest(t *txn, cmd *qhinv1.Command, value proto.Message, cmdErr er
 		return err
 	}
 	now := cmd.GetTime().AsTime().UnixNano()
-	if err := t.put(bucketRequests, []byte(cmd.RequestId), b); err != nil {
+	// applyCommand looked the request id up: it is new.
+	if err := t.insert(bucketRequests, []byte(cmd.RequestId), b); err != nil {
 		return err
 	}
 	if err := t.put(bucketRequestTimes, append(u64(uint64(now)), cmd.RequestId...), nil); err != nil {

@@ -49,6 +49,16 @@ func (t *txn) put(table, k, v []byte) error {
 	return nil
 }
 
+// insert puts a key the caller knows is absent (it has just looked), saving
+// put's lookup of an old value.
+func (t *txn) insert(table, k, v []byte) error {
+	if err := t.tx.Bucket(table).Put(k, v); err != nil {
+		return err
+	}
+	t.d.Tables[tableIndex(table)].add(k, v)
+	return nil
+}
+
 func (t *txn) del(table, k []byte) error {
 	b := t.tx.Bucket(table)
 	old := b.Get(k)

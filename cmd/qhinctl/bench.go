@@ -154,6 +154,7 @@ func newBenchRaftCmd(g *globals, f *benchFlags) *cobra.Command {
 	fl.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time per write mode")
 	fl.IntVar(&o.Rounds, "rounds", 5, "rounds the duration is split into, the write modes taking turns")
 	fl.IntVar(&o.Batch, "batch", 2000, "writes per WriteParticipants call (one Raft entry) in the batched mode")
+	fl.IntVar(&o.BatchWriters, "batch-writers", 4, "concurrent writers in the batched mode")
 	fl.IntVar(&o.Concurrency, "concurrency", 16, "writers in the concurrent mode and the steady run")
 	fl.DurationVar(&o.Steady, "steady", 60*time.Second, "how long the concurrent load runs while leader changes are counted (0: skip)")
 	fl.IntVar(&o.Kills, "kills", 10, "times the leader is killed")
@@ -395,7 +396,7 @@ func printRaft(w io.Writer, r *bench.RaftResult) {
 		case "sequential":
 			seq = m.PerSecond
 		case "batched":
-			mode = fmt.Sprintf("batched (%d/call)", o.Batch)
+			mode = fmt.Sprintf("batched (%d/call, %d writers)", o.Batch, o.BatchWriters)
 		case "concurrent":
 			mode = fmt.Sprintf("concurrent (%d writers)", o.Concurrency)
 		case "restricting":
@@ -416,9 +417,9 @@ func printRaft(w io.Writer, r *bench.RaftResult) {
 	if st := r.Steady; st.Duration > 0 {
 		fmt.Fprintln(w)
 		t = &table{tw: newTabWriter(w)}
-		t.row("STEADY", "DURATION", "WRITES", "ERRORS", "WRITES/S", "LEADER CHANGES", "TERM BEFORE", "TERM AFTER", "CALL P50", "CALL P99")
+		t.row("STEADY", "DURATION", "WRITES", "ERRORS", "WRITES/S", "ELECTIONS", "TERM BEFORE", "TERM AFTER", "CALL P50", "CALL P99")
 		t.row(fmt.Sprintf("concurrent (%d writers)", o.Concurrency), st.Duration, st.Writes, st.Errors, fmt.Sprintf("%.0f", st.PerSecond),
-			st.LeaderChanges, st.TermBefore, st.TermAfter, st.Latency.P50, st.Latency.P99)
+			st.Elections, st.TermBefore, st.TermAfter, st.Latency.P50, st.Latency.P99)
 		t.tw.Flush()
 	}
 

@@ -131,7 +131,7 @@ func TestRetrieve_SmallDocumentVerifiedBothWays(t *testing.T) {
 
 func TestRaft_SmallClusterWritesFailsOverAndInstallsSnapshot(t *testing.T) {
 	t.Parallel()
-	o := RaftOptions{Duration: 1200 * time.Millisecond, Rounds: 3, Batch: 200, Concurrency: 4, Steady: 500 * time.Millisecond,
+	o := RaftOptions{Duration: 1200 * time.Millisecond, Rounds: 3, Batch: 200, BatchWriters: 2, Concurrency: 4, Steady: 500 * time.Millisecond,
 		Kills: 2, Entries: 5000, BuildBatch: 1000, Dir: t.TempDir()}
 	if testing.Short() {
 		o.Kills, o.FastRaft = 1, true

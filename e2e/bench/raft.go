@@ -27,8 +27,9 @@ type RaftOptions struct {
 	Duration time.Duration `json:"duration_ns"`
 	Rounds   int           `json:"rounds"`
 	// Batch is the writes per WriteParticipants call in the batched mode
-	// (default 2,000).
-	Batch int `json:"batch"`
+	// (default 2,000), made by BatchWriters writers (default 4).
+	Batch        int `json:"batch"`
+	BatchWriters int `json:"batch_writers"`
 	// Concurrency is the writers of the concurrent mode (default 16).
 	Concurrency int `json:"concurrency"`
 	// Steady is how long the concurrent load runs while leader changes
@@ -62,6 +63,9 @@ func (o *RaftOptions) defaults() {
 	}
 	if o.Batch <= 0 {
 		o.Batch = 2000
+	}
+	if o.BatchWriters <= 0 {
+		o.BatchWriters = 4
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 16
@@ -130,12 +134,15 @@ type RaftSteady struct {
 	Errors   int      `json:"errors"`
 	// PerSecond is the acknowledged writes per second over the whole run.
 	PerSecond float64 `json:"writes_per_s"`
-	// LeaderChanges counts the leader changes every broker observed, and
-	// TermsBefore/After the leader's term around the run.
-	LeaderChanges uint64  `json:"leader_changes"`
-	TermBefore    uint64  `json:"term_before"`
-	TermAfter     uint64  `json:"term_after"`
-	Latency       Latency `json:"latency"`
+	// Elections is the leader's term after the run less its term before:
+	// every leader change takes at least one. Observations counts the
+	// leader changes the brokers observed (each broker sees each one, and
+	// the moment without a leader in between).
+	Elections    uint64  `json:"elections"`
+	Observations uint64  `json:"leader_observations"`
+	TermBefore   uint64  `json:"term_before"`
+	TermAfter    uint64  `json:"term_after"`
+	Latency      Latency `json:"latency"`
 }
 
 // RaftFailover is the time from killing the leader to the first write
@@ -221,7 +228,9 @@ func Raft(ctx context.Context, o RaftOptions, progress Progress) (*RaftResult, e
 	res.Notes = []string{
 		"every write goes through the public API: the operator's client (round robin over the brokers, mutual TLS) calls RegisterParticipant, SetParticipantStatus or WriteParticipants on any broker, which forwards it to the leader once; a call returns once the entry is committed and applied on the leader",
 		"restricting: SetParticipantStatus suspend and resume in turn; a suspension returns only once every other broker confirmed it holds it",
+		fmt.Sprintf("batched: %d writers, each sending WriteParticipants calls of %d registrations (one Raft entry per call)", o.BatchWriters, o.Batch),
 		fmt.Sprintf("the write modes take turns in %d rounds of %v each", o.Rounds, o.Duration/time.Duration(o.Rounds)),
+		fmt.Sprintf("steady: %d writers for %v right after the write modes; elections is the leader's term after less before", o.Concurrency, o.Steady),
 		fmt.Sprintf("failover: from KillBroker on the leader to the first write acknowledged through a client of every broker, writes retried back to back with a %v deadline each", o.CallTimeout),
 		"every broker runs in this process and all write to the same disk",
 	}
@@ -328,7 +337,7 @@ func (w *writer) writes(ctx context.Context, o RaftOptions, res *RaftResult, pro
 	}
 	modes := []mode{
 		{"sequential", 1, 1, func(ctx context.Context) error { return w.register(ctx, "s") }},
-		{"batched", 1, o.Batch, func(ctx context.Context) error { return w.batch(ctx, "b", o.Batch) }},
+		{"batched", o.BatchWriters, o.Batch, func(ctx context.Context) error { return w.batch(ctx, "b", o.Batch) }},
 		{"concurrent", o.Concurrency, 1, func(ctx context.Context) error { return w.register(ctx, "c") }},
 		{"restricting", 1, 1, restrict.call},
 	}
@@ -383,11 +392,12 @@ func (w *writer) steady(ctx context.Context, o RaftOptions, res *RaftSteady, pro
 	res.TermBefore = leader.NodeStatus().Term
 	before := w.leaderChanges()
 	lr := closedLoop(ctx, o.Concurrency, o.Steady, w.timeout, func(ctx context.Context) error { return w.register(ctx, "y") })
-	res.LeaderChanges = w.leaderChanges() - before
+	res.Observations = w.leaderChanges() - before
 	if leader, _, err = w.leaderNode(ctx); err != nil {
 		return err
 	}
 	res.TermAfter = leader.NodeStatus().Term
+	res.Elections = res.TermAfter - res.TermBefore
 	res.Duration = Duration(lr.wall)
 	res.Writes, res.Errors = len(lr.lat), lr.errors
 	res.PerSecond = float64(len(lr.lat)) / lr.wall.Seconds()
