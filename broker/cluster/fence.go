@@ -222,7 +222,8 @@ func (o *observingTransport) RequestPreVote(id raft.ServerID, target raft.Server
 }
 
 // quiesce stops handing RPCs to Raft and waits for running heartbeat
-// handlers, so that the stores can close.
+// handlers, so that the stores can close. Close then closes the transport
+// under it.
 func (o *observingTransport) quiesce() {
 	o.once.Do(func() {
 		o.mu.Lock()

@@ -461,7 +461,10 @@ func (n *Node) Close() error {
 			}
 		}
 		close(n.stop)
-		n.trans.quiesce()
+		// Close the transport before Raft: peers then see their
+		// connections fail at once, instead of RPCs nobody answers
+		// piling up in their pipelines until each times out.
+		n.trans.Close()
 		err = n.raft.Shutdown().Error()
 		n.wg.Wait()
 		n.closeStores()
@@ -478,7 +481,7 @@ func (n *Node) Kill() error {
 		if n.stream != nil {
 			n.stream.Close()
 		}
-		n.trans.quiesce()
+		n.trans.Close()
 		err = n.raft.Shutdown().Error()
 		n.wg.Wait()
 		n.closeStores()
