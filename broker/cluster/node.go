@@ -218,8 +218,9 @@ func Open(cfg Config) (*Node, error) {
 	// the file is new, was damaged, or is behind the newest snapshot, whose
 	// entries the log may no longer hold.
 	rc.NoSnapshotRestoreOnStart = true
+	var snapIndex uint64
 	if hasState {
-		snapIndex := latestSnapshotIndex(snaps)
+		snapIndex = latestSnapshotIndex(snaps)
 		if rebuild || n.fsm.AppliedIndex() < snapIndex {
 			rc.NoSnapshotRestoreOnStart = false
 			log.Warn("rebuilding the state from the newest snapshot and the log before serving",
@@ -241,6 +242,15 @@ func Open(cfg Config) (*Node, error) {
 	n.raft, err = raft.NewRaft(rc, n.fsm, cached, n.bolt, snaps, n.trans)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	if !rc.NoSnapshotRestoreOnStart && n.fsm.AppliedIndex() < snapIndex {
+		// Raft restored the snapshot (NewRaft does it before it returns),
+		// but one written before snapshots carried their index does not
+		// say so: the state holds every entry up to the snapshot's.
+		if err := n.fsm.MarkApplied(snapIndex); err != nil {
+			n.raft.Shutdown()
+			return nil, err
+		}
 	}
 	obs := make(chan raft.Observation, 16)
 	n.raft.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {

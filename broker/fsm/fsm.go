@@ -240,6 +240,32 @@ func (f *FSM) fail(err error) {
 // differ from what it should be (the leader's digests at the same index).
 func (f *FSM) MarkDamaged(err error) { f.fail(fmt.Errorf("%w: %w", ErrDamaged, err)) }
 
+// MarkApplied records that the state holds every entry up to index, when
+// the caller knows it (a Raft snapshot restored without an index in its
+// frame) and the state says less.
+func (f *FSM) MarkApplied(index uint64) error {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if index <= f.applied.Load() {
+		return nil
+	}
+	err := f.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyAppliedIndex, u64(index)) })
+	if err == nil {
+		err = f.db.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("record applied index %d: %w", index, err)
+	}
+	d := f.Digests()
+	d.Index = index
+	f.digests.Store(&d)
+	f.applied.Store(index)
+	f.signal()
+	return nil
+}
+
 // Digests returns the table digests as of the applied index.
 func (f *FSM) Digests() Digests { return *f.digests.Load() }
 

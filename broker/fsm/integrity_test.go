@@ -259,3 +259,59 @@ func TestReplace_KeepsTheIndexAndClearsFailure(t *testing.T) {
 	}
 	_ = time.Second
 }
+
+// TestRestore_SnapshotFormats: a Raft snapshot carries its index, which the
+// restored state takes as applied; a snapshot of the first format (no index)
+// and a saved backup restore with index 0.
+func TestRestore_SnapshotFormats(t *testing.T) {
+	src := &applier{t: t, f: openFSM(t)}
+	src.apply(register(t, "p1", ""))
+	src.apply(register(t, "p2", ""))
+	var raftSnap indexedSink
+	raftSnap.index = 42
+	snap, err := src.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Persist(&raftSnap); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	var backup bytes.Buffer
+	if _, err := src.f.WriteTo(&backup); err != nil {
+		t.Fatal(err)
+	}
+	// The first format: no index field after the length.
+	v2 := backup.Bytes()
+	v1 := append(bytes.Clone(v2[:headerLen]), v2[headerLen+8:]...)
+	v1[11] = 1
+	for name, tt := range map[string]struct {
+		data []byte
+		want uint64
+	}{
+		"raft snapshot": {raftSnap.Bytes(), 42},
+		"backup":        {v2, 0},
+		"format 1":      {v1, 0},
+	} {
+		dst := openFSM(t)
+		if err := dst.Restore(io.NopCloser(bytes.NewReader(tt.data))); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if dst.AppliedIndex() != tt.want {
+			t.Errorf("%s: applied %d, want %d", name, dst.AppliedIndex(), tt.want)
+		}
+		if dst.Digests().Diff(src.f.Digests()) != nil {
+			t.Errorf("%s: restored state differs", name)
+		}
+		if err := dst.MarkApplied(7); err != nil || (tt.want < 7 && dst.AppliedIndex() != 7) {
+			t.Errorf("%s: MarkApplied: %v, applied %d", name, err, dst.AppliedIndex())
+		}
+	}
+}
+
+type indexedSink struct {
+	sink
+	index uint64
+}
+
+func (s *indexedSink) Index() uint64 { return s.index }
