@@ -154,6 +154,66 @@ type observingTransport struct {
 	mu     sync.RWMutex
 	closed bool
 	once   sync.Once
+
+	// pipelines are the open AppendEntries pipelines, closed with the
+	// transport: hashicorp/raft can leave a replication goroutine blocked
+	// in a pipeline whose responses nobody reads any more (after a step
+	// down), and Raft's shutdown would wait for it forever.
+	pmu             sync.Mutex
+	pipelines       map[*trackedPipeline]struct{}
+	pipelinesClosed bool
+}
+
+type trackedPipeline struct {
+	raft.AppendPipeline
+	o    *observingTransport
+	once sync.Once
+}
+
+func (p *trackedPipeline) Close() error {
+	var err error
+	p.once.Do(func() {
+		p.o.pmu.Lock()
+		if p.o.pipelines != nil {
+			delete(p.o.pipelines, p)
+		}
+		p.o.pmu.Unlock()
+		err = p.AppendPipeline.Close()
+	})
+	return err
+}
+
+// AppendEntriesPipeline implements raft.Transport.
+func (o *observingTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	p, err := o.Transport.AppendEntriesPipeline(id, target)
+	if err != nil {
+		return nil, err
+	}
+	t := &trackedPipeline{AppendPipeline: p, o: o}
+	o.pmu.Lock()
+	defer o.pmu.Unlock()
+	if o.pipelines == nil && o.pipelinesClosed {
+		p.Close()
+		return nil, raft.ErrTransportShutdown
+	}
+	if o.pipelines == nil {
+		o.pipelines = map[*trackedPipeline]struct{}{}
+	}
+	o.pipelines[t] = struct{}{}
+	return t, nil
+}
+
+func (o *observingTransport) closePipelines() {
+	o.pmu.Lock()
+	ps := make([]*trackedPipeline, 0, len(o.pipelines))
+	for p := range o.pipelines {
+		ps = append(ps, p)
+	}
+	o.pipelines, o.pipelinesClosed = nil, true
+	o.pmu.Unlock()
+	for _, p := range ps {
+		p.Close()
+	}
 }
 
 var (
@@ -237,6 +297,7 @@ func (o *observingTransport) quiesce() {
 // Close implements raft.WithClose.
 func (o *observingTransport) Close() error {
 	o.quiesce()
+	o.closePipelines()
 	if c, ok := o.Transport.(io.Closer); ok {
 		return c.Close()
 	}

@@ -46,8 +46,10 @@ const (
 	// commitTimeout bounds how long an idle leader waits before telling
 	// followers its commit index; the fence relies on hearing it often.
 	commitTimeout = 5 * time.Millisecond
-	// logCacheSize is the Raft entries kept in memory.
-	logCacheSize = 1024
+	// logCacheSize is the Raft entries kept in memory: enough for
+	// replication to read the last rounds back, few enough that entries of
+	// large batches (up to 10,000 writes each) stay a small cost.
+	logCacheSize = 64
 )
 
 // Config describes one broker's Raft node.
