@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"google.golang.org/protobuf/proto"
 
@@ -18,9 +22,8 @@ import (
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
-// propagateTimeout bounds how long a directory write waits for every live
-// broker to apply it.
-const propagateTimeout = 2 * time.Second
+// MaxParticipantWrites caps the writes of one WriteParticipants call.
+const MaxParticipantWrites = 10_000
 
 type directory struct {
 	qhinv1.UnimplementedDirectoryServer
@@ -87,19 +90,16 @@ func requestID(id string) string {
 }
 
 // apply commits a directory command and returns the participant it yields.
+// A change that withdraws access (suspend, retire, fewer purposes) returns
+// only once every broker still serving holds it (cluster.Node.Apply).
 func (d *directory) apply(ctx context.Context, t qhinv1.CommandType, reqID string, payload proto.Message) (*qhinv1.Participant, error) {
 	cmd, err := fsm.NewCommand(t, requestID(reqID), time.Now(), payload)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	v, index, err := d.s.node.Apply(ctx, cmd)
+	v, _, err := d.s.node.Apply(ctx, cmd)
 	if err != nil {
 		return nil, toStatus(err)
-	}
-	// Directory changes decide who may query: answer once every live
-	// broker enforces them.
-	if lagging := d.s.node.Propagate(ctx, index, propagateTimeout); len(lagging) > 0 {
-		d.s.log.Warn("directory change not yet applied everywhere", "index", index, "lagging", lagging)
 	}
 	p, ok := v.(*qhinv1.Participant)
 	if !ok {
@@ -108,18 +108,124 @@ func (d *directory) apply(ctx context.Context, t qhinv1.CommandType, reqID strin
 	return p, nil
 }
 
-func (d *directory) RegisterParticipant(ctx context.Context, req *qhinv1.RegisterParticipantRequest) (*qhinv1.RegisterParticipantResponse, error) {
-	p := cloneParticipant(req.Participant)
+// validateStatus checks a status an operator sets.
+func validateStatus(field string, st qhinv1.ParticipantStatus) error {
+	switch st {
+	case qhinv1.ParticipantStatus_PARTICIPANT_STATUS_ACTIVE, qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED,
+		qhinv1.ParticipantStatus_PARTICIPANT_STATUS_RETIRED:
+		return nil
+	}
+	return invalid(field, "must be active, suspended or retired")
+}
+
+// validateNew checks a participant to register.
+func (d *directory) validateNew(field string, p *qhinv1.Participant) error {
 	if err := d.validateParticipant(p); err != nil {
-		return nil, err
+		if field != "" {
+			return status.Errorf(codes.InvalidArgument, "%s.%s", field, status.Convert(err).Message())
+		}
+		return err
 	}
 	switch p.Status {
 	case qhinv1.ParticipantStatus_PARTICIPANT_STATUS_UNSPECIFIED, qhinv1.ParticipantStatus_PARTICIPANT_STATUS_ACTIVE,
 		qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED:
 	default:
-		return nil, invalid("participant.status", "a new participant is active or suspended")
+		return invalid(strings.TrimPrefix(field+".participant.status", "."), "a new participant is active or suspended")
 	}
 	p.CreatedAt, p.UpdatedAt = nil, nil
+	return nil
+}
+
+// WriteParticipants applies up to MaxParticipantWrites directory writes as
+// one Raft entry: the bulk path (a load, a migration) runs at the speed of
+// one replicated write per call. Every write is checked before any is
+// proposed; each gets its own result.
+func (d *directory) WriteParticipants(ctx context.Context, req *qhinv1.WriteParticipantsRequest) (*qhinv1.WriteParticipantsResponse, error) {
+	if len(req.Writes) == 0 {
+		return nil, invalid("writes", "at least one write is required")
+	}
+	if len(req.Writes) > MaxParticipantWrites {
+		return nil, invalid("writes", fmt.Sprintf("at most %d writes per call", MaxParticipantWrites))
+	}
+	now := time.Now()
+	cmds := make([]*qhinv1.Command, len(req.Writes))
+	for i, w := range req.Writes {
+		field := fmt.Sprintf("writes[%d]", i)
+		var (
+			t       qhinv1.CommandType
+			payload proto.Message
+		)
+		switch op := w.Write.(type) {
+		case *qhinv1.ParticipantWrite_Register:
+			p := cloneParticipant(op.Register)
+			if err := d.validateNew(field+".register", p); err != nil {
+				return nil, err
+			}
+			t, payload = qhinv1.CommandType_COMMAND_TYPE_REGISTER_PARTICIPANT, p
+		case *qhinv1.ParticipantWrite_Update:
+			p := cloneParticipant(op.Update)
+			if err := d.validateParticipant(p); err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "%s.update.%s", field, status.Convert(err).Message())
+			}
+			t, payload = qhinv1.CommandType_COMMAND_TYPE_UPDATE_PARTICIPANT, p
+		case *qhinv1.ParticipantWrite_SetStatus:
+			if op.SetStatus.GetParticipantId() == "" {
+				return nil, invalid(field+".set_status.participant_id", "required")
+			}
+			if err := validateStatus(field+".set_status.status", op.SetStatus.Status); err != nil {
+				return nil, err
+			}
+			t, payload = qhinv1.CommandType_COMMAND_TYPE_SET_PARTICIPANT_STATUS, &qhinv1.SetParticipantStatus{
+				ParticipantId: op.SetStatus.ParticipantId, Status: op.SetStatus.Status, Reason: op.SetStatus.Reason}
+		default:
+			return nil, invalid(field, "one of register, update or set_status is required")
+		}
+		c, err := fsm.NewCommand(t, "", now, payload)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		cmds[i] = c
+	}
+	newBatch := fsm.NewCodesOnlyBatch
+	if req.ReturnParticipants {
+		newBatch = fsm.NewBatch
+	}
+	batch, err := newBatch(requestID(req.RequestId), now, cmds)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	v, _, err := d.s.node.Apply(ctx, batch)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	br, ok := v.(*qhinv1.BatchResult)
+	if !ok || len(br.Results) != len(cmds) {
+		return nil, toStatus(fmt.Errorf("batch returned %T", v))
+	}
+	out := &qhinv1.WriteParticipantsResponse{Results: make([]*qhinv1.ParticipantWriteResult, len(cmds))}
+	written := 0
+	for i, r := range fsm.BatchResults(cmds, br) {
+		res := &qhinv1.ParticipantWriteResult{}
+		if r.Err != nil {
+			st := status.Convert(toStatus(r.Err))
+			res.Code, res.Message = int32(st.Code()), st.Message()
+		} else {
+			if req.ReturnParticipants {
+				res.Participant, _ = r.Value.(*qhinv1.Participant)
+			}
+			written++
+		}
+		out.Results[i] = res
+	}
+	d.s.log.Info("participants written", "writes", len(cmds), "applied", written, "operator", caller(ctx))
+	return out, nil
+}
+
+func (d *directory) RegisterParticipant(ctx context.Context, req *qhinv1.RegisterParticipantRequest) (*qhinv1.RegisterParticipantResponse, error) {
+	p := cloneParticipant(req.Participant)
+	if err := d.validateNew("", p); err != nil {
+		return nil, err
+	}
 	out, err := d.apply(ctx, qhinv1.CommandType_COMMAND_TYPE_REGISTER_PARTICIPANT, req.RequestId, p)
 	if err != nil {
 		return nil, err
@@ -145,11 +251,8 @@ func (d *directory) SetParticipantStatus(ctx context.Context, req *qhinv1.SetPar
 	if req.ParticipantId == "" {
 		return nil, invalid("participant_id", "required")
 	}
-	switch req.Status {
-	case qhinv1.ParticipantStatus_PARTICIPANT_STATUS_ACTIVE, qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED,
-		qhinv1.ParticipantStatus_PARTICIPANT_STATUS_RETIRED:
-	default:
-		return nil, invalid("status", "must be active, suspended or retired")
+	if err := validateStatus("status", req.Status); err != nil {
+		return nil, err
 	}
 	out, err := d.apply(ctx, qhinv1.CommandType_COMMAND_TYPE_SET_PARTICIPANT_STATUS, req.RequestId,
 		&qhinv1.SetParticipantStatus{ParticipantId: req.ParticipantId, Status: req.Status, Reason: req.Reason})

@@ -39,8 +39,10 @@ type gateway struct {
 // checked before the request is looked at: a refused caller learns nothing
 // about its input.
 func (g *gateway) initiator(ctx context.Context, purposeCode string, requester *qhinv1.Requester) (*qhinv1.Participant, error) {
-	if g.s.node.Stale() {
-		return nil, status.Error(codes.Unavailable, "this broker has lost contact with the cluster; try another")
+	// A broker answers only from state it can vouch for: what the leader
+	// committed a lease ago, applied here (cluster.Node.Serving).
+	if err := g.s.node.AwaitServing(ctx); err != nil {
+		return nil, toStatus(err)
 	}
 	id, ok := pki.IdentityFromContext(ctx)
 	if !ok || id.Role != pki.RoleParticipant {

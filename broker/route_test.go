@@ -91,7 +91,7 @@ func TestRouteLinks_GroupsByMemberAndSkipsTheUnaskable(t *testing.T) {
 }
 
 func TestRoutingTable_ReloadsWhenTheDirectoryChanges(t *testing.T) {
-	f, err := fsm.Open(filepath.Join(t.TempDir(), "fsm.db"), nil)
+	f, err := fsm.Open(filepath.Join(t.TempDir(), "fsm.db"), fsm.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

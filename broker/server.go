@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -55,21 +54,25 @@ type Config struct {
 	// Limits bound the work one caller or member can cause.
 	Limits Limits
 
-	SnapshotThreshold  uint64
-	SnapshotInterval   time.Duration
-	TrailingLogs       uint64
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	// Raft timers; zero takes cluster's defaults. The election timeout is
+	// also the lease of the fence that stops a broker from serving stale
+	// state.
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
-	// MaxStale bounds how long a follower answers queries without hearing
-	// from a leader; cluster.DefaultMaxStale when zero.
-	MaxStale time.Duration
+	// VerifyInterval is how often the broker reads its state back and
+	// compares it with the leader's; cluster.DefaultVerifyInterval when zero.
+	VerifyInterval time.Duration
 
 	// MetricsListener, when set, serves Prometheus metrics at /metrics.
 	MetricsListener net.Listener
 
+	// Logger receives the broker's log, hashicorp/raft's included (at
+	// RaftLogLevel, warn by default).
 	Logger       *slog.Logger
-	RaftLog      io.Writer
 	RaftLogLevel string
 }
 
@@ -145,9 +148,8 @@ func New(cfg Config) (*Server, error) {
 		HeartbeatTimeout:   cfg.HeartbeatTimeout,
 		ElectionTimeout:    cfg.ElectionTimeout,
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
-		MaxStale:           cfg.MaxStale,
+		VerifyInterval:     cfg.VerifyInterval,
 		Logger:             log,
-		RaftLog:            cfg.RaftLog,
 		RaftLogLevel:       cfg.RaftLogLevel,
 	})
 	if err != nil {
@@ -185,7 +187,7 @@ func New(cfg Config) (*Server, error) {
 	s.grpc = grpc.NewServer(append(opts, telemetry.ServerOptions()...)...)
 	qhinv1.RegisterGatewayServer(s.grpc, &gateway{s: s})
 	qhinv1.RegisterDirectoryServer(s.grpc, &directory{s: s})
-	qhinv1.RegisterClusterServer(s.grpc, &clusterService{s: s})
+	qhinv1.RegisterClusterServer(s.grpc, cluster.NewService(node, log))
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	for _, svc := range []string{"", qhinv1.Gateway_ServiceDesc.ServiceName, qhinv1.Directory_ServiceDesc.ServiceName, qhinv1.Cluster_ServiceDesc.ServiceName} {
@@ -201,9 +203,11 @@ func New(cfg Config) (*Server, error) {
 }
 
 // watchReadiness reports SERVING on the health service only while the node
-// knows a leader and has caught up to its own membership.
+// serves (cluster.Node.Serving: it holds what the leader committed a lease
+// ago, and its log and state machine work) and has caught up to its own
+// membership.
 func (s *Server) watchReadiness() {
-	t := time.NewTicker(200 * time.Millisecond)
+	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	last := false
 	for {
@@ -217,7 +221,15 @@ func (s *Server) watchReadiness() {
 			for _, svc := range []string{qhinv1.Gateway_ServiceDesc.ServiceName, qhinv1.Directory_ServiceDesc.ServiceName, qhinv1.Cluster_ServiceDesc.ServiceName} {
 				s.health.SetServingStatus(svc, st)
 			}
-			s.log.Info("readiness changed", "ready", ready)
+			if ready {
+				s.log.Info("readiness changed", "ready", ready)
+			} else {
+				reason := "its own broker record is not in its state yet"
+				if err := s.node.Serving(); err != nil {
+					reason = err.Error()
+				}
+				s.log.Info("readiness changed", "ready", ready, "reason", reason)
+			}
 			last = ready
 		}
 		select {

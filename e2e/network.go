@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -62,9 +61,8 @@ type Options struct {
 	// is zero).
 	Metrics bool
 
+	// Logger receives every node's log, hashicorp/raft's included.
 	Logger *slog.Logger
-	// RaftLog receives hashicorp/raft's log; nil discards it.
-	RaftLog io.Writer
 }
 
 // BrokerNode is one broker of the network.
@@ -293,7 +291,6 @@ func (n *Network) StartBroker(i int) error {
 		SnapshotInterval:  n.opts.SnapshotInterval,
 		TrailingLogs:      n.opts.TrailingLogs,
 		Logger:            n.log,
-		RaftLog:           n.opts.RaftLog,
 	}
 	if i > 0 && !b.NoJoin {
 		for _, other := range n.Brokers {
@@ -467,7 +464,27 @@ func (n *Network) registerParticipants(ctx context.Context) error {
 		ids = append(ids, p.ID)
 		members[p.ID] = p.Addr
 	}
-	return registerParticipants(ctx, conn.Directory(), ids, members)
+	if err := registerParticipants(ctx, conn.Directory(), ids, members); err != nil {
+		return err
+	}
+	// A registration is acknowledged once the leader applied it; wait until
+	// every broker holds them, so that the network answers alike whichever
+	// broker a query reaches.
+	for _, b := range n.Brokers {
+		for _, p := range n.Participants {
+			for b.Server != nil {
+				if got, err := b.Server.Node().FSM().Participant(p.ID); err == nil && got.Endpoint == p.Addr {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("participant %s not on broker %s: %w", p.ID, b.ID, ctx.Err())
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // registerParticipants puts each member of ids in the directory with its

@@ -191,21 +191,38 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 		t.Errorf("relay answer %v differs from qhinctl's %v", viaRelay.Persons, found.Persons)
 	}
 
-	// Back up, lose the cluster, restore into a new one.
+	// Back up, lose the cluster, restore into a new one: the README's
+	// "Back up and restore" block, command by command, each run once.
 	run("cluster", "snapshot", "save", "backup.qsnap")
 	for _, p := range procs {
 		stop(p)
 	}
 	nb1 := start("qhin-broker", "--svid-dir", "b1", "--data-dir", "new-b1", "--listen", brokers[0], "--raft-listen", port[3], "--bootstrap")
-	runUntil("cluster", "status")
-	runUntil("cluster", "snapshot", "restore", "backup.qsnap")
+	// Right after the start: restore waits for the new cluster's leader.
+	out = run("cluster", "snapshot", "restore", "backup.qsnap")
+	if !strings.Contains(out, "restored backup.qsnap") {
+		t.Errorf("restore said %q", out)
+	}
+	nb2 := start("qhin-broker", "--svid-dir", "b2", "--data-dir", "new-b2", "--listen", brokers[1], "--raft-listen", port[4], "--join", brokers[0])
+	waitFor(t, 30*time.Second, "b2 joined the restored cluster and serves", func() bool {
+		if err := protoUnmarshalJSON(run("cluster", "status", "-o", "json"), &st); err != nil || len(st.Members) != 2 {
+			return false
+		}
+		for _, m := range st.Members {
+			if !m.Serving {
+				return false
+			}
+		}
+		return true
+	})
 	var list qhinv1.ListParticipantsResponse
-	if err := protoUnmarshalJSON(runUntil("directory", "list", "--consistent", "-o", "json"), &list); err != nil {
+	if err := protoUnmarshalJSON(run("directory", "list", "--consistent", "-o", "json"), &list); err != nil {
 		t.Fatal(err)
 	}
 	if len(list.Participants) != 3 {
 		t.Errorf("restored directory holds %d participants, want 3", len(list.Participants))
 	}
+	stop(nb2)
 	stop(nb1)
 }
 

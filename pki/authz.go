@@ -37,17 +37,22 @@ var DefaultPolicy = Policy{
 	qhinv1.Directory_SetParticipantStatus_FullMethodName: {RoleOperator},
 	qhinv1.Directory_GetParticipant_FullMethodName:       {RoleOperator},
 	qhinv1.Directory_ListParticipants_FullMethodName:     {RoleOperator},
+	qhinv1.Directory_WriteParticipants_FullMethodName:    {RoleOperator},
 
 	qhinv1.Cluster_Join_FullMethodName: {RoleOperator, RoleBroker},
 	// Brokers forward an operator's removal to the leader.
-	qhinv1.Cluster_Remove_FullMethodName:          {RoleOperator, RoleBroker},
-	qhinv1.Cluster_Status_FullMethodName:          {RoleOperator, RoleBroker},
-	qhinv1.Cluster_NodeStatus_FullMethodName:      {RoleOperator, RoleBroker},
-	qhinv1.Cluster_Brokers_FullMethodName:         everyone,
-	qhinv1.Cluster_Apply_FullMethodName:           {RoleBroker},
-	qhinv1.Cluster_ReadIndex_FullMethodName:       {RoleBroker},
-	qhinv1.Cluster_SaveSnapshot_FullMethodName:    {RoleOperator},
-	qhinv1.Cluster_RestoreSnapshot_FullMethodName: {RoleOperator},
+	qhinv1.Cluster_Remove_FullMethodName:     {RoleOperator, RoleBroker},
+	qhinv1.Cluster_Status_FullMethodName:     {RoleOperator, RoleBroker},
+	qhinv1.Cluster_NodeStatus_FullMethodName: {RoleOperator, RoleBroker},
+	qhinv1.Cluster_Brokers_FullMethodName:    everyone,
+	qhinv1.Cluster_Apply_FullMethodName:      {RoleBroker},
+	qhinv1.Cluster_ReadIndex_FullMethodName:  {RoleBroker},
+	// Brokers reinstall the leader's state from a snapshot, and forward an
+	// operator's restore to the leader.
+	qhinv1.Cluster_SaveSnapshot_FullMethodName:    {RoleOperator, RoleBroker},
+	qhinv1.Cluster_RestoreSnapshot_FullMethodName: {RoleOperator, RoleBroker},
+	qhinv1.Cluster_WaitApplied_FullMethodName:     {RoleBroker},
+	qhinv1.Cluster_Checksums_FullMethodName:       {RoleBroker},
 
 	"/grpc.health.v1.Health/Check": everyone,
 	"/grpc.health.v1.Health/Watch": everyone,

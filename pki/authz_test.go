@@ -236,6 +236,7 @@ var wantCallers = map[string][]Role{
 	"/qhin.v1.Directory/SetParticipantStatus": {RoleOperator},
 	"/qhin.v1.Directory/GetParticipant":       {RoleOperator},
 	"/qhin.v1.Directory/ListParticipants":     {RoleOperator},
+	"/qhin.v1.Directory/WriteParticipants":    {RoleOperator},
 
 	"/qhin.v1.Cluster/Join":            {RoleBroker, RoleOperator},
 	"/qhin.v1.Cluster/Remove":          {RoleOperator, RoleBroker},
@@ -244,8 +245,10 @@ var wantCallers = map[string][]Role{
 	"/qhin.v1.Cluster/Brokers":         {RoleBroker, RoleParticipant, RoleOperator},
 	"/qhin.v1.Cluster/Apply":           {RoleBroker},
 	"/qhin.v1.Cluster/ReadIndex":       {RoleBroker},
-	"/qhin.v1.Cluster/SaveSnapshot":    {RoleOperator},
-	"/qhin.v1.Cluster/RestoreSnapshot": {RoleOperator},
+	"/qhin.v1.Cluster/SaveSnapshot":    {RoleOperator, RoleBroker},
+	"/qhin.v1.Cluster/RestoreSnapshot": {RoleOperator, RoleBroker},
+	"/qhin.v1.Cluster/WaitApplied":     {RoleBroker},
+	"/qhin.v1.Cluster/Checksums":       {RoleBroker},
 }
 
 // TestDefaultPolicy_EveryMethodAsEveryRole calls every RPC of qhin.v1 as

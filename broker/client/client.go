@@ -1,8 +1,9 @@
 // Package client connects participants and operators to a broker cluster as
 // one endpoint. Calls are spread over every broker; a broker that is down is
 // skipped, and a call that fails with Unavailable (broker gone, no leader
-// yet) is retried on another broker within the call's own deadline, by
-// gRPC's retry policy. The broker list is refreshed from the cluster.
+// yet, a broker that cannot vouch for its state) is retried on another
+// broker within the call's own deadline (retry.go: the one retry policy).
+// The broker list is refreshed from the cluster.
 package client
 
 import (
@@ -27,21 +28,9 @@ import (
 // cluster.
 const RefreshInterval = 30 * time.Second
 
-// serviceConfig spreads calls round-robin and retries Unavailable on another
-// broker. Writes are safe to retry: they carry idempotency keys.
-const serviceConfig = `{
-  "loadBalancingConfig": [{"round_robin": {}}],
-  "methodConfig": [{
-    "name": [{}],
-    "retryPolicy": {
-      "maxAttempts": 5,
-      "initialBackoff": "0.05s",
-      "maxBackoff": "1s",
-      "backoffMultiplier": 2,
-      "retryableStatusCodes": ["UNAVAILABLE"]
-    }
-  }]
-}`
+// serviceConfig spreads calls round-robin over the brokers; retries are the
+// interceptors' (retry.go).
+const serviceConfig = `{"loadBalancingConfig": [{"round_robin": {}}]}`
 
 // Conn is a connection to every broker of a cluster.
 type Conn struct {
@@ -77,6 +66,8 @@ func Dial(addrs []string, src pki.Source, log *slog.Logger) (*Conn, error) {
 		grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.AuthorizeRoles(self.ID.TrustDomain(), pki.RoleBroker))),
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
+		grpc.WithChainUnaryInterceptor(retryUnary),
+		grpc.WithChainStreamInterceptor(retryStream),
 	}, telemetry.DialOptions()...)
 	cc, err := grpc.NewClient(res.Scheme()+":///brokers", opts...)
 	if err != nil {

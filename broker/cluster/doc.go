@@ -1,15 +1,34 @@
 // Package cluster owns a broker's Raft node: the log and stable store
 // (raft-boltdb), the file snapshot store, the mutual-TLS transport and the
-// state machine (broker/fsm). It is the one place that decides how a write
-// reaches the leader and how consistent a read is.
+// state machine (broker/fsm). It decides, in one place each, how a
+// leader-only operation reaches the leader, when a write is acknowledged,
+// how consistent a read is, and whether this broker may serve at all.
 //
-// Writes may arrive at any broker. A follower forwards the encoded command to
-// the leader's Cluster.Apply once; the leader applies it directly, never
-// forwarding again. While there is no leader the node holds the write and
-// retries with jitter until the caller's deadline. Every write carries an
-// idempotency key, so a retry after an unknown outcome applies once.
+// Forwarding (forward.go). Every leader-only operation — apply, join,
+// remove, the read barrier, restore — goes through onLeader: it runs here
+// when this node leads, or is forwarded once to the leader, marked with the
+// qhin-forwarded gRPC metadata. A marked call is never forwarded again; a
+// node that cannot run it answers Unavailable with a LeaderHint. Brokers do
+// not retry: the client (broker/client) does, within the caller's deadline.
 //
-// Reads come in two levels (ReadLevel): local, straight from this node's
-// state, and linearizable, which first confirms the leader's commit index
-// and waits until this node has applied it.
+// Serving (fence.go, serve.go). A follower serves while the leader told
+// it, less than a lease (the election timeout) ago, a commit index it has
+// applied; a leader once it applied a barrier of its own term. A node whose
+// log or state machine cannot be written serves nothing. Gateway calls,
+// local reads and the health service all ask Serving.
+//
+// Acknowledgement (apply.go). A write that withdraws access (a suspension,
+// a retirement, fewer purposes) returns only once every other broker has
+// confirmed it holds the entry, or the lease has run out since it was
+// committed — after which a broker that did not confirm cannot serve
+// without it. Other writes return once applied on the leader. Every write
+// carries an idempotency key, so a retry after an unknown outcome applies
+// once.
+//
+// Integrity (node.go, verify.go). At start, a missing, damaged or outdated
+// state file is rebuilt from the newest snapshot and the log before the
+// node serves; a damaged Raft log is an error that says how to recover.
+// Periodically the whole state is read back against its digests and, on a
+// follower, compared with the leader's digests at the same index; on a
+// mismatch the node stops serving and reinstalls the leader's state.
 package cluster

@@ -2,11 +2,10 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -30,6 +29,21 @@ func (n *Node) stopContext() (context.Context, context.CancelFunc) {
 	return ctx, cancel
 }
 
+// sleepJitter waits a growing, jittered delay: 25ms doubling to 1s, each
+// ±50%. The node's own background loops use it between attempts.
+func sleepJitter(ctx context.Context, attempt int) error {
+	d := min(25*time.Millisecond<<min(attempt, 6), time.Second)
+	d = d/2 + time.Duration(rand.Int64N(int64(d)))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // joinLoop asks the configured members to add this node until one does.
 func (n *Node) joinLoop() {
 	ctx, cancel := n.stopContext()
@@ -50,18 +64,18 @@ func (n *Node) joinLoop() {
 				n.log.Info("joined the cluster", "via", addr, "leader", resp.LeaderId)
 				return
 			}
-			n.log.Warn("join", "via", addr, "error", err)
+			n.log.Debug("join", "via", addr, "error", err)
 		}
-		if sleepJitter(ctx, attempt+3, n.stop) != nil {
+		if sleepJitter(ctx, attempt+3) != nil {
 			return
 		}
 	}
 	n.log.Error("could not join the cluster; start the node again or add it with qhinctl cluster join", "join", n.cfg.Join)
 }
 
-// announceLoop keeps this node's broker record (its gRPC and Raft addresses)
-// current in the replicated state, and on the leader drops records of nodes
-// that are no longer members.
+// announceLoop keeps this node's broker record (its addresses and the
+// command version it applies) current in the replicated state, and on the
+// leader drops records of nodes that are no longer members.
 func (n *Node) announceLoop() {
 	ctx, cancel := n.stopContext()
 	defer cancel()
@@ -88,7 +102,8 @@ func (n *Node) announce(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	self := &qhinv1.BrokerRecord{NodeId: n.cfg.NodeID, RaftAddr: n.RaftAddr(), GrpcAddr: n.cfg.GRPCAddr}
+	self := &qhinv1.BrokerRecord{NodeId: n.cfg.NodeID, RaftAddr: n.RaftAddr(), GrpcAddr: n.cfg.GRPCAddr,
+		MaxCommandVersion: n.maxCommandVersion()}
 	if !slices.ContainsFunc(brokers, func(b *qhinv1.BrokerRecord) bool { return proto.Equal(b, self) }) {
 		if member, err := n.inConfiguration(n.cfg.NodeID); err != nil || !member {
 			return err // not a member (yet): nothing to announce
@@ -121,71 +136,60 @@ func (n *Node) announce(ctx context.Context) error {
 // inConfiguration reports whether a node is in the latest Raft
 // configuration.
 func (n *Node) inConfiguration(id string) (bool, error) {
-	f := n.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
+	members, err := n.membership()
+	if err != nil {
 		return false, err
 	}
+	_, ok := members[id]
+	return ok, nil
+}
+
+func (n *Node) hasConfiguration() bool {
+	members, err := n.membership()
+	return err == nil && len(members) > 0
+}
+
+func (n *Node) membership() (map[string]raft.Server, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, n.raftError(err)
+	}
+	out := map[string]raft.Server{}
 	for _, s := range f.Configuration().Servers {
-		if string(s.ID) == id {
-			return true, nil
-		}
+		out[string(s.ID)] = s
 	}
-	return false, nil
+	return out, nil
 }
 
-// Join adds a node to the cluster. On a follower it is forwarded to the
-// leader once. Joining again with the same address is a no-op; with a new
-// address the node is re-added there.
+// Join adds a node to the cluster, on the leader (forwarded once when this
+// node does not lead). Joining again with the same address is a no-op; with
+// a new address the node is re-added there. It returns the leader's id.
 func (n *Node) Join(ctx context.Context, req *qhinv1.JoinRequest) (string, error) {
-	start := time.Now()
-	for attempt := 0; ; attempt++ {
-		leader, err := n.joinOnce(ctx, req)
-		if err == nil || !retryable(err) {
-			return leader, err
-		}
-		if err := n.hold(ctx, attempt, start, err); err != nil {
-			return "", err
-		}
-	}
+	return onLeader(ctx, n,
+		func(ctx context.Context) (string, error) { return n.cfg.NodeID, n.joinLocal(ctx, req) },
+		func(ctx context.Context, c qhinv1.ClusterClient) (string, error) {
+			resp, err := c.Join(ctx, req)
+			if err != nil {
+				return "", err
+			}
+			return resp.LeaderId, nil
+		})
 }
 
-func (n *Node) joinOnce(ctx context.Context, req *qhinv1.JoinRequest) (string, error) {
-	if !n.IsLeader() {
-		id, addr := n.Leader()
-		if id == "" || addr == "" {
-			return "", ErrNoLeader
-		}
-		c, err := n.peers.client(addr)
-		if err != nil {
-			return "", err
-		}
-		resp, err := c.Join(ctx, req)
-		if err != nil {
-			return "", forwardError(id, err)
-		}
-		return resp.LeaderId, nil
-	}
-	return n.cfg.NodeID, n.JoinLocal(ctx, req)
-}
-
-// JoinLocal adds a node on this node, which must be the leader.
-func (n *Node) JoinLocal(ctx context.Context, req *qhinv1.JoinRequest) error {
-	if !n.IsLeader() {
-		return ErrNotLeader
-	}
+func (n *Node) joinLocal(ctx context.Context, req *qhinv1.JoinRequest) error {
 	timeout := timeoutOf(ctx)
-	cf := n.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
-		return raftError(err)
+	members, err := n.membership()
+	if err != nil {
+		return err
 	}
 	id, addr := raft.ServerID(req.NodeId), raft.ServerAddress(req.RaftAddr)
-	for _, s := range cf.Configuration().Servers {
+	for _, s := range members {
 		if s.ID == id && s.Address == addr && (s.Suffrage == raft.Voter) == !req.NonVoter {
 			return n.putBroker(ctx, req)
 		}
 		if s.ID == id || s.Address == addr {
 			if err := n.raft.RemoveServer(s.ID, 0, timeout).Error(); err != nil {
-				return raftError(err)
+				return n.raftError(err)
 			}
 		}
 	}
@@ -196,7 +200,7 @@ func (n *Node) JoinLocal(ctx context.Context, req *qhinv1.JoinRequest) error {
 		f = n.raft.AddVoter(id, addr, 0, timeout)
 	}
 	if err := f.Error(); err != nil {
-		return raftError(err)
+		return n.raftError(err)
 	}
 	n.log.Info("added broker", "member", req.NodeId, "raft_addr", req.RaftAddr, "voter", !req.NonVoter)
 	return n.putBroker(ctx, req)
@@ -206,8 +210,15 @@ func (n *Node) putBroker(ctx context.Context, req *qhinv1.JoinRequest) error {
 	if req.GrpcAddr == "" {
 		return nil // the node announces its address itself once it runs
 	}
-	cmd, err := fsm.NewCommand(qhinv1.CommandType_COMMAND_TYPE_PUT_BROKER, "", time.Now(),
-		&qhinv1.BrokerRecord{NodeId: req.NodeId, RaftAddr: req.RaftAddr, GrpcAddr: req.GrpcAddr})
+	rec := &qhinv1.BrokerRecord{NodeId: req.NodeId, RaftAddr: req.RaftAddr, GrpcAddr: req.GrpcAddr}
+	if brokers, err := n.fsm.Brokers(); err == nil {
+		for _, b := range brokers {
+			if b.NodeId == req.NodeId && b.RaftAddr == req.RaftAddr && b.GrpcAddr == req.GrpcAddr {
+				return nil // known as it is, with the version it published
+			}
+		}
+	}
+	cmd, err := fsm.NewCommand(qhinv1.CommandType_COMMAND_TYPE_PUT_BROKER, "", time.Now(), rec)
 	if err != nil {
 		return err
 	}
@@ -215,54 +226,28 @@ func (n *Node) putBroker(ctx context.Context, req *qhinv1.JoinRequest) error {
 	return err
 }
 
-// Remove takes a node out of the cluster, forwarding to the leader when
-// needed.
+// Remove takes a node out of the cluster, on the leader (forwarded once when
+// this node does not lead).
 func (n *Node) Remove(ctx context.Context, id string) error {
-	start := time.Now()
-	for attempt := 0; ; attempt++ {
-		err := n.removeOnce(ctx, id)
-		if err == nil || !retryable(err) {
-			return err
-		}
-		if err := n.hold(ctx, attempt, start, err); err != nil {
-			return err
-		}
-	}
+	_, err := onLeader(ctx, n,
+		func(ctx context.Context) (struct{}, error) { return struct{}{}, n.removeLocal(ctx, id) },
+		func(ctx context.Context, c qhinv1.ClusterClient) (struct{}, error) {
+			_, err := c.Remove(ctx, &qhinv1.RemoveRequest{NodeId: id})
+			return struct{}{}, err
+		})
+	return err
 }
 
-func (n *Node) removeOnce(ctx context.Context, id string) error {
-	if !n.IsLeader() {
-		lid, addr := n.Leader()
-		if lid == "" || addr == "" {
-			return ErrNoLeader
-		}
-		c, err := n.peers.client(addr)
-		if err != nil {
-			return err
-		}
-		_, err = c.Remove(ctx, &qhinv1.RemoveRequest{NodeId: id})
-		return forwardError(lid, err)
-	}
-	return n.RemoveLocal(ctx, id)
-}
-
-// ErrUnknownMember is returned when removing a node that is not a member.
-var ErrUnknownMember = errors.New("not a cluster member")
-
-// RemoveLocal removes a node on this node, which must be the leader.
-func (n *Node) RemoveLocal(ctx context.Context, id string) error {
-	if !n.IsLeader() {
-		return ErrNotLeader
-	}
+func (n *Node) removeLocal(ctx context.Context, id string) error {
 	member, err := n.inConfiguration(id)
 	if err != nil {
-		return raftError(err)
+		return err
 	}
 	if !member {
 		return fmt.Errorf("%s: %w", id, ErrUnknownMember)
 	}
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx)).Error(); err != nil {
-		return raftError(err)
+		return n.raftError(err)
 	}
 	n.log.Info("removed broker", "member", id)
 	if id == n.cfg.NodeID {
@@ -279,13 +264,19 @@ func (n *Node) RemoveLocal(ctx context.Context, id string) error {
 // NodeStatus reports this node's own Raft state.
 func (n *Node) NodeStatus() *qhinv1.Member {
 	m := &qhinv1.Member{
-		NodeId:       n.cfg.NodeID,
-		RaftAddr:     n.RaftAddr(),
-		GrpcAddr:     n.cfg.GRPCAddr,
-		State:        nodeState(n.raft.State()),
-		Term:         n.raft.CurrentTerm(),
-		CommitIndex:  n.raft.CommitIndex(),
-		AppliedIndex: n.raft.AppliedIndex(),
+		NodeId:            n.cfg.NodeID,
+		RaftAddr:          n.RaftAddr(),
+		GrpcAddr:          n.cfg.GRPCAddr,
+		State:             nodeState(n.raft.State()),
+		Term:              n.raft.CurrentTerm(),
+		CommitIndex:       max(n.raft.CommitIndex(), n.fence.highWater()),
+		AppliedIndex:      n.applied(),
+		MaxCommandVersion: n.maxCommandVersion(),
+	}
+	if err := n.Serving(); err != nil {
+		m.NotServingReason = err.Error()
+	} else {
+		m.Serving = true
 	}
 	m.Leader = m.State == qhinv1.NodeState_NODE_STATE_LEADER
 	if !m.Leader {
@@ -301,25 +292,13 @@ func (n *Node) NodeStatus() *qhinv1.Member {
 	return m
 }
 
-func (n *Node) membership() (map[string]raft.Server, error) {
-	f := n.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return nil, raftError(err)
-	}
-	out := map[string]raft.Server{}
-	for _, s := range f.Configuration().Servers {
-		out[string(s.ID)] = s
-	}
-	return out, nil
-}
-
 // Status reports every member of the latest configuration, asking each one
 // for its own Raft state; a member that does not answer within a second is
 // reported unreachable.
 func (n *Node) Status(ctx context.Context) (*qhinv1.StatusResponse, error) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return nil, raftError(err)
+		return nil, n.raftError(err)
 	}
 	leaderID, _ := n.Leader()
 	servers := f.Configuration().Servers
@@ -335,10 +314,10 @@ func (n *Node) Status(ctx context.Context) (*qhinv1.StatusResponse, error) {
 		<-done
 	}
 	slices.SortFunc(out.Members, func(a, b *qhinv1.Member) int {
-		if a.NodeId < b.NodeId {
+		switch {
+		case a.NodeId < b.NodeId:
 			return -1
-		}
-		if a.NodeId > b.NodeId {
+		case a.NodeId > b.NodeId:
 			return 1
 		}
 		return 0
@@ -416,23 +395,6 @@ func nodeState(s raft.RaftState) qhinv1.NodeState {
 	return qhinv1.NodeState_NODE_STATE_UNSPECIFIED
 }
 
-func forwardError(leader string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if isUnavailable(err) {
-		return fmt.Errorf("%w: forward to %s: %v", ErrNotLeader, leader, err)
-	}
-	return err
-}
-
-func timeoutOf(ctx context.Context) time.Duration {
-	if dl, ok := ctx.Deadline(); ok {
-		return time.Until(dl)
-	}
-	return defaultApplyTimeout
-}
-
 // Stats returns hashicorp/raft's own statistics, for metrics.
 func (n *Node) Stats() map[string]uint64 {
 	out := map[string]uint64{}
@@ -442,67 +404,4 @@ func (n *Node) Stats() map[string]uint64 {
 		}
 	}
 	return out
-}
-
-// Propagate waits, for at most d, until every member of the configuration
-// that answers has applied index, and returns the members that had not
-// (unreachable ones included, without waiting for them). A write that changes
-// who may do what (a suspension, say) is in force on every live broker once
-// Propagate returns.
-func (n *Node) Propagate(ctx context.Context, index uint64, d time.Duration) []string {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	members, err := n.membership()
-	if err != nil {
-		return []string{"configuration unreadable: " + err.Error()}
-	}
-	var (
-		mu      sync.Mutex
-		lagging []string
-		wg      sync.WaitGroup
-	)
-	for id := range members {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if !n.memberApplied(ctx, id, index) {
-				mu.Lock()
-				lagging = append(lagging, id)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	slices.Sort(lagging)
-	return lagging
-}
-
-func (n *Node) memberApplied(ctx context.Context, id string, index uint64) bool {
-	if id == n.cfg.NodeID {
-		return n.waitApplied(ctx, index) == nil
-	}
-	addr := n.brokerAddr(id)
-	if addr == "" {
-		return false
-	}
-	c, err := n.peers.client(addr)
-	if err != nil {
-		return false
-	}
-	for {
-		resp, err := c.NodeStatus(ctx, &qhinv1.NodeStatusRequest{})
-		if err != nil {
-			// Down or unreachable: it serves nothing until it is back, and
-			// then it applies the log before it calls itself ready.
-			return false
-		}
-		if resp.Member.AppliedIndex >= index {
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
 }

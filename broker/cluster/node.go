@@ -1,12 +1,9 @@
 package cluster
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,21 +16,9 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/openqhin/openqhin/broker/fsm"
 	"github.com/openqhin/openqhin/pki"
-	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
-)
-
-// Errors callers branch on. Not-leader, no-leader and shutdown are
-// retryable: the service edge maps them to Unavailable.
-var (
-	ErrNotLeader = errors.New("not the raft leader")
-	ErrNoLeader  = errors.New("no raft leader")
-	ErrShutdown  = errors.New("broker is shutting down")
 )
 
 // Defaults for Config fields left zero.
@@ -41,13 +26,30 @@ const (
 	DefaultSnapshotThreshold = 8192
 	DefaultSnapshotInterval  = 2 * time.Minute
 	DefaultTrailingLogs      = 10240
-	defaultApplyTimeout      = 10 * time.Second
-	// DefaultMaxStale bounds how long a follower keeps serving from its
-	// own state without hearing from a leader. It outlasts an election, so
-	// queries go on through a failover, but not a partition.
-	DefaultMaxStale = 10 * time.Second
-	joinTimeout     = 2 * time.Minute
-	commitTimeout   = 5 * time.Millisecond
+	// Raft timers (hashicorp/raft's defaults are 1s, 1s and 500ms). A
+	// follower calls an election after missing the leader's heartbeats for
+	// HeartbeatTimeout (randomized up to twice that); the leader sends one
+	// every tenth of it, on a path no disk write holds up. 500ms fails over
+	// in about a second after a crash; a leader cut off from its quorum
+	// steps down after LeaderLeaseTimeout, which only a partition needs,
+	// so it gets the most that Raft allows, sparing a leader whose
+	// followers pause under load.
+	DefaultHeartbeatTimeout   = 500 * time.Millisecond
+	DefaultElectionTimeout    = 500 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 500 * time.Millisecond
+	// DefaultVerifyInterval is how often a broker reads its whole state
+	// back and compares its digests with the leader's.
+	DefaultVerifyInterval = 10 * time.Minute
+
+	defaultApplyTimeout = 10 * time.Second
+	joinTimeout         = 2 * time.Minute
+	// commitTimeout bounds how long an idle leader waits before telling
+	// followers its commit index; the fence relies on hearing it often.
+	commitTimeout = 5 * time.Millisecond
+	// logCacheSize is the Raft entries kept in memory: enough for
+	// replication to read the last rounds back, few enough that entries of
+	// large batches (up to 10,000 writes each) stay a small cost.
+	logCacheSize = 64
 )
 
 // Config describes one broker's Raft node.
@@ -76,46 +78,67 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
-	// Raft timing; zero keeps hashicorp/raft's defaults.
+	// Raft timing; zero takes the defaults above. The election timeout is
+	// also the fence's lease: a follower serves only while the leader told
+	// it, less than that long ago, a commit index it has applied.
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
-	// MaxStale: DefaultMaxStale when zero.
-	MaxStale time.Duration
+	// VerifyInterval: DefaultVerifyInterval when zero.
+	VerifyInterval time.Duration
 
-	Logger *slog.Logger
-	// RaftLog receives hashicorp/raft's own log at RaftLogLevel (default
-	// warn); nil discards it.
-	RaftLog      io.Writer
+	// Logger receives the node's log and hashicorp/raft's, which is
+	// filtered at RaftLogLevel (trace, debug, info, warn — the default —,
+	// error, off).
+	Logger       *slog.Logger
 	RaftLogLevel string
+
+	// Test hooks, set by this package's tests only: a Raft transport in
+	// place of the mutual-TLS one (hashicorp/raft's in-memory transport),
+	// a wrapper of the log store, and state machine options.
+	transport    raft.Transport
+	wrapLogStore func(raft.LogStore) raft.LogStore
+	fsmOptions   fsm.Options
 }
 
 // Node is one broker's member of the Raft cluster.
 type Node struct {
-	cfg       Config
-	log       *slog.Logger
-	raft      *raft.Raft
-	fsm       *fsm.FSM
-	logStore  *raftboltdb.BoltStore
-	transport *raft.NetworkTransport
-	stream    *tlsStreamLayer
-	peers     *peers
+	cfg   Config
+	log   *slog.Logger
+	raft  *raft.Raft
+	fsm   *fsm.FSM
+	bolt  *raftboltdb.BoltStore
+	logs  *watchedLogStore
+	trans *observingTransport
+	inner raft.Transport
+	// stream is the mutual-TLS layer under the production transport.
+	stream *tlsStreamLayer
+	peers  *peers
+	fence  *fence
+	lease  time.Duration
 
-	leaderChanges atomic.Uint64
+	// leaderReadyTerm is the term in which this node, as leader, has
+	// committed and applied a barrier: from then on its state holds
+	// everything committed.
+	leaderReadyTerm atomic.Uint64
+	leaderChanges   atomic.Uint64
+	ext             appliedExtension
 
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	shutdown sync.Once
+	recoverCh chan struct{}
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	shutdown  sync.Once
 }
 
-// Open starts the node: it opens its stores, starts Raft, bootstraps or joins
-// when configured to and this node has no state yet, and keeps its own broker
-// record current in the replicated state.
+// Open starts the node: it opens its stores (rebuilding a missing, damaged
+// or outdated state file from the snapshot and log), starts Raft,
+// bootstraps or joins when configured to and this node has no state yet,
+// and keeps its own broker record current in the replicated state.
 func Open(cfg Config) (*Node, error) {
 	if err := pki.ValidateName(cfg.NodeID); err != nil {
 		return nil, fmt.Errorf("node id %w", err)
 	}
-	if cfg.RaftListener == nil {
+	if cfg.RaftListener == nil && cfg.transport == nil {
 		return nil, errors.New("no raft listener")
 	}
 	if cfg.GRPCAddr == "" {
@@ -126,14 +149,16 @@ func Open(cfg Config) (*Node, error) {
 		log = slog.Default()
 	}
 	log = log.With("node", cfg.NodeID)
-	if cfg.MaxStale <= 0 {
-		cfg.MaxStale = DefaultMaxStale
-	}
+	cfg.HeartbeatTimeout = orDefaultDur(cfg.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	cfg.ElectionTimeout = orDefaultDur(cfg.ElectionTimeout, DefaultElectionTimeout)
+	cfg.LeaderLeaseTimeout = orDefaultDur(cfg.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout)
+	cfg.VerifyInterval = orDefaultDur(cfg.VerifyInterval, DefaultVerifyInterval)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-
-	n := &Node{cfg: cfg, log: log, stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, stop: make(chan struct{}), recoverCh: make(chan struct{}, 1),
+		lease: cfg.ElectionTimeout}
+	n.fence = newFence(n.lease)
 	ok := false
 	defer func() {
 		if !ok {
@@ -141,46 +166,38 @@ func Open(cfg Config) (*Node, error) {
 		}
 	}()
 
-	var err error
-	n.fsm, err = fsm.Open(filepath.Join(cfg.DataDir, "fsm.db"), log)
+	hlog, err := newRaftLogger(log, orDefault(cfg.RaftLogLevel, "warn"))
 	if err != nil {
 		return nil, err
 	}
-	n.logStore, err = raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(cfg.DataDir, "raft.db"),
-		BoltOptions: &bolt.Options{Timeout: 5 * time.Second},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open raft log %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+	raftPath := filepath.Join(cfg.DataDir, "raft.db")
+	if n.bolt, err = openLogStore(raftPath); err != nil {
+		return nil, fmt.Errorf("open raft log %s: %w; this broker cannot use its Raft log: take it out of the cluster "+
+			"(qhinctl cluster remove %s), move %s aside, and start it again with --join to rejoin with a fresh log",
+			raftPath, err, cfg.NodeID, cfg.DataDir)
 	}
-	hlog := hclog.New(&hclog.LoggerOptions{
-		Name:   "raft",
-		Level:  hclog.LevelFromString(orDefault(cfg.RaftLogLevel, "warn")),
-		Output: orDiscard(cfg.RaftLog),
-	})
+	n.logs = &watchedLogStore{LogStore: n.bolt, path: raftPath, log: log}
+	var logs raft.LogStore = n.logs
+	if cfg.wrapLogStore != nil {
+		logs = cfg.wrapLogStore(logs)
+	}
 	// The store keeps its snapshots in DataDir/snapshots.
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hlog)
+	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hlog)
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
-
-	advertise := cfg.RaftListener.Addr()
-	if cfg.RaftAdvertise != "" {
-		advertise, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
-		if err != nil {
-			return nil, fmt.Errorf("raft advertise address: %w", err)
-		}
+	snaps := indexedSnapshots{fileSnaps}
+	hasState, err := raft.HasExistingState(n.bolt, n.bolt, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("read raft state: %w", err)
 	}
-	brokersOnly := pki.AuthorizeRoles(cfg.TrustDomain, pki.RoleBroker)
-	n.stream = newTLSStreamLayer(cfg.RaftListener, advertise,
-		pki.ServerTLS(cfg.Source, brokersOnly), pki.ClientTLS(cfg.Source, brokersOnly), log)
-	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  n.stream,
-		MaxPool: 3,
-		Timeout: 10 * time.Second,
-		Logger:  hlog,
-	})
-	n.peers = newPeers(pki.ClientCredentials(cfg.Source, brokersOnly))
+	opts := cfg.fsmOptions
+	opts.Logger = log
+	var rebuild bool
+	if n.fsm, rebuild, err = openState(filepath.Join(cfg.DataDir, "fsm.db"), opts, hasState, log); err != nil {
+		return nil, err
+	}
+	n.fsm.OnFailure(func(error) { n.signalRecovery() })
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
@@ -188,91 +205,233 @@ func Open(cfg Config) (*Node, error) {
 	rc.SnapshotThreshold = orDefaultU64(cfg.SnapshotThreshold, DefaultSnapshotThreshold)
 	rc.SnapshotInterval = orDefaultDur(cfg.SnapshotInterval, DefaultSnapshotInterval)
 	rc.TrailingLogs = orDefaultU64(cfg.TrailingLogs, DefaultTrailingLogs)
-	// The state file survives restarts and records the index it has
-	// applied, so Raft need not rebuild it from the last snapshot.
-	rc.NoSnapshotRestoreOnStart = true
-	if cfg.HeartbeatTimeout > 0 {
-		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
-	}
-	if cfg.ElectionTimeout > 0 {
-		rc.ElectionTimeout = cfg.ElectionTimeout
-	}
-	if cfg.LeaderLeaseTimeout > 0 {
-		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
-	}
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
 	// Followers learn that an entry is committed from the leader's next
 	// AppendEntries; an idle leader sends one after CommitTimeout (50-100ms
-	// by default). Directory writes wait for every broker to apply them, so
-	// the leader tells them sooner.
+	// by default). The fence needs to hear the commit index often, and
+	// reads-after-writes on a follower wait for it.
 	rc.CommitTimeout = commitTimeout
-
-	hasState, err := raft.HasExistingState(n.logStore, n.logStore, snaps)
-	if err != nil {
-		return nil, fmt.Errorf("read raft state: %w", err)
+	// Concurrent writes share log appends and state file transactions.
+	rc.BatchApplyCh = true
+	// The state file survives restarts and records the index it has
+	// applied, so Raft need not rebuild it from the last snapshot — unless
+	// the file is new, was damaged, or is behind the newest snapshot, whose
+	// entries the log may no longer hold.
+	rc.NoSnapshotRestoreOnStart = true
+	var snapIndex uint64
+	if hasState {
+		snapIndex = latestSnapshotIndex(snaps)
+		if rebuild || n.fsm.AppliedIndex() < snapIndex {
+			rc.NoSnapshotRestoreOnStart = false
+			log.Warn("rebuilding the state from the newest snapshot and the log before serving",
+				"state_applied_index", n.fsm.AppliedIndex(), "snapshot_index", snapIndex)
+		}
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, n.logStore, n.logStore, snaps, n.transport)
+
+	if err := n.openTransport(hlog); err != nil {
+		return nil, err
+	}
+	n.peers = newPeers(pki.ClientCredentials(cfg.Source, pki.AuthorizeRoles(cfg.TrustDomain, pki.RoleBroker)))
+
+	// Recent entries stay in memory: replication and apply read them back
+	// without decoding them from raft.db.
+	cached, err := raft.NewLogCache(logCacheSize, logs)
+	if err != nil {
+		return nil, err
+	}
+	n.raft, err = raft.NewRaft(rc, n.fsm, cached, n.bolt, snaps, n.trans)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	if !rc.NoSnapshotRestoreOnStart && n.fsm.AppliedIndex() < snapIndex {
+		// Raft restored the snapshot (NewRaft does it before it returns),
+		// but one written before snapshots carried their index does not
+		// say so: the state holds every entry up to the snapshot's.
+		if err := n.fsm.MarkApplied(snapIndex); err != nil {
+			n.raft.Shutdown()
+			return nil, err
+		}
 	}
 	obs := make(chan raft.Observation, 16)
 	n.raft.RegisterObserver(raft.NewObserver(obs, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
 	}))
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		for {
-			select {
-			case <-obs:
-				n.leaderChanges.Add(1)
-			case <-n.stop:
-				return
-			}
-		}
-	}()
+	n.goFunc(func() { n.watchLeadership(obs) })
 	if !hasState && cfg.Bootstrap {
 		f := n.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
-			ID: rc.LocalID, Address: n.transport.LocalAddr(), Suffrage: raft.Voter,
+			ID: rc.LocalID, Address: n.trans.LocalAddr(), Suffrage: raft.Voter,
 		}}})
 		if err := f.Error(); err != nil {
 			n.raft.Shutdown()
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
-		log.Info("bootstrapped a new cluster", "raft_addr", string(n.transport.LocalAddr()))
+		log.Info("bootstrapped a new cluster", "raft_addr", string(n.trans.LocalAddr()))
 	}
 	ok = true
 
 	if !hasState && !cfg.Bootstrap && len(cfg.Join) > 0 {
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			n.joinLoop()
-		}()
+		n.goFunc(n.joinLoop)
 	}
+	n.goFunc(n.announceLoop)
+	n.goFunc(n.verifyLoop)
+	n.goFunc(n.recoverLoop)
+	return n, nil
+}
+
+func (n *Node) goFunc(fn func()) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		n.announceLoop()
+		fn()
 	}()
-	return n, nil
+}
+
+// openLogStore opens raft.db, refusing a damaged file (checked before bbolt
+// maps it) with an error instead of a crash.
+func openLogStore(path string) (store *raftboltdb.BoltStore, err error) {
+	if err := fsm.CheckBoltFile(path); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			store, err = nil, fmt.Errorf("%w: %v", fsm.ErrDamaged, p)
+		}
+	}()
+	return raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bolt.Options{
+		Timeout: 5 * time.Second,
+		// Commits write no freelist (rebuilt when the file opens) and find
+		// free pages in a map: less to write and sync on every append.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	}})
+}
+
+// openState opens the state file. A damaged one is set aside (kept for
+// inspection as fsm.db.damaged-UNIXTIME) and replaced by an empty one;
+// rebuild then reports that Raft must restore it from the snapshot and log.
+func openState(path string, opts fsm.Options, hasState bool, log *slog.Logger) (*fsm.FSM, bool, error) {
+	_, statErr := os.Stat(path)
+	missing := errors.Is(statErr, os.ErrNotExist)
+	f, err := fsm.Open(path, opts)
+	if err == nil {
+		if missing && hasState {
+			log.Warn("the state file is missing; rebuilding it from the Raft snapshot and log", "file", path)
+		}
+		return f, missing, nil
+	}
+	if !errors.Is(err, fsm.ErrDamaged) {
+		return nil, false, err
+	}
+	aside := fmt.Sprintf("%s.damaged-%d", path, time.Now().Unix())
+	if rerr := os.Rename(path, aside); rerr != nil {
+		return nil, false, fmt.Errorf("%w (and moving it aside failed: %v; move it away by hand and start again)", err, rerr)
+	}
+	syncDir(filepath.Dir(path))
+	log.Error("the state file is damaged: it was set aside and the state is rebuilt from the Raft snapshot and log before serving",
+		"file", path, "moved_to", aside, "error", err)
+	f, err = fsm.Open(path, opts)
+	return f, true, err
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+func latestSnapshotIndex(s raft.SnapshotStore) uint64 {
+	list, err := s.List()
+	if err != nil || len(list) == 0 {
+		return 0
+	}
+	return list[0].Index
+}
+
+// openTransport builds the Raft transport (mutual TLS over RaftListener, or
+// the test's) and wraps it for the fence.
+func (n *Node) openTransport(hlog hclog.Logger) error {
+	if n.cfg.transport != nil {
+		n.inner = n.cfg.transport
+	} else {
+		advertise := n.cfg.RaftListener.Addr()
+		if n.cfg.RaftAdvertise != "" {
+			a, err := net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise)
+			if err != nil {
+				return fmt.Errorf("raft advertise address: %w", err)
+			}
+			advertise = a
+		}
+		brokersOnly := pki.AuthorizeRoles(n.cfg.TrustDomain, pki.RoleBroker)
+		n.stream = newTLSStreamLayer(n.cfg.RaftListener, advertise,
+			pki.ServerTLS(n.cfg.Source, brokersOnly), pki.ClientTLS(n.cfg.Source, brokersOnly), n.log)
+		n.inner = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream:  n.stream,
+			MaxPool: 3,
+			Timeout: 10 * time.Second,
+			Logger:  hlog,
+		})
+	}
+	n.trans = newObservingTransport(n.inner, n.fence)
+	return nil
+}
+
+// watchLeadership counts leader changes and, when this node becomes leader,
+// commits a barrier: until it is applied, the new leader may not hold every
+// committed entry and does not serve.
+func (n *Node) watchLeadership(obs <-chan raft.Observation) {
+	for {
+		select {
+		case o := <-obs:
+			n.leaderChanges.Add(1)
+			if lo, ok := o.Data.(raft.LeaderObservation); ok && string(lo.LeaderID) == n.cfg.NodeID {
+				n.goFunc(n.confirmLeadership)
+			}
+		case <-n.stop:
+			return
+		}
+	}
+}
+
+func (n *Node) confirmLeadership() {
+	term := n.raft.CurrentTerm()
+	for n.IsLeader() && n.raft.CurrentTerm() == term {
+		if err := n.raft.Barrier(n.cfg.ElectionTimeout * 4).Error(); err == nil {
+			if n.IsLeader() && n.raft.CurrentTerm() == term {
+				n.leaderReadyTerm.Store(term)
+				n.log.Info("leading", "term", term)
+			}
+			return
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // ID returns the node id.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
 // RaftAddr returns the address peers reach this node's Raft transport at.
-func (n *Node) RaftAddr() string { return string(n.transport.LocalAddr()) }
+func (n *Node) RaftAddr() string { return string(n.trans.LocalAddr()) }
 
 // GRPCAddr returns the gRPC address this node advertises.
 func (n *Node) GRPCAddr() string { return n.cfg.GRPCAddr }
 
-// FSM returns the node's state machine for local reads. Use Read for a
-// stated consistency.
+// FSM returns the node's state machine, for tests and tools. Serving code
+// reads through Read, which checks that the node may serve.
 func (n *Node) FSM() *fsm.FSM { return n.fsm }
 
 // IsLeader reports whether this node leads the cluster now.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Lease is how long a follower keeps serving on the leader's last word.
+func (n *Node) Lease() time.Duration { return n.lease }
 
 // Leader returns the leader's node id and gRPC address, or empty strings
 // while there is no leader or its address is not yet known.
@@ -300,266 +459,26 @@ func (n *Node) brokerAddr(id string) string {
 	return ""
 }
 
-// Ready reports whether the node can serve: its own broker record has
-// reached its state (it has joined and caught up that far) and its state is
-// not stale.
-func (n *Node) Ready() bool {
-	return !n.Stale() && n.brokerAddr(n.cfg.NodeID) == n.cfg.GRPCAddr
-}
-
-// Stale reports whether this node's state may be too old to serve: it is a
-// follower or candidate that has not heard from a leader for longer than
-// MaxStale. A leader is never stale; it steps down when it loses its quorum.
-func (n *Node) Stale() bool {
-	switch n.raft.State() {
-	case raft.Leader:
-		return false
-	case raft.Follower, raft.Candidate:
-		lc := n.raft.LastContact()
-		return lc.IsZero() || time.Since(lc) > n.cfg.MaxStale
-	}
-	return true
-}
-
 // LeaderChanges counts the leader changes this node has observed.
 func (n *Node) LeaderChanges() uint64 { return n.leaderChanges.Load() }
-
-// LeaderCh reports leadership changes of this node, as raft.LeaderCh does.
-func (n *Node) LeaderCh() <-chan bool { return n.raft.LeaderCh() }
-
-// Apply commits cmd and returns its result value and log index once the
-// leader has applied it. A refused command returns the fsm error that refused
-// it (or, when forwarded, the gRPC status the leader mapped it to). While
-// there is no leader, Apply holds the write and retries with jitter until ctx
-// ends.
-func (n *Node) Apply(ctx context.Context, cmd *qhinv1.Command) (proto.Message, uint64, error) {
-	data, err := fsm.Encode(cmd)
-	if err != nil {
-		return nil, 0, err
-	}
-	start := time.Now()
-	for attempt := 0; ; attempt++ {
-		v, index, err := n.applyOnce(ctx, cmd.Type, data)
-		if err == nil || !retryable(err) {
-			return v, index, err
-		}
-		if err := n.hold(ctx, attempt, start, err); err != nil {
-			return nil, 0, err
-		}
-	}
-}
-
-func (n *Node) applyOnce(ctx context.Context, t qhinv1.CommandType, data []byte) (proto.Message, uint64, error) {
-	if n.IsLeader() {
-		return n.ApplyLocal(ctx, data)
-	}
-	id, addr := n.Leader()
-	if id == "" || addr == "" {
-		return nil, 0, ErrNoLeader
-	}
-	c, err := n.peers.client(addr)
-	if err != nil {
-		return nil, 0, err
-	}
-	resp, err := c.Apply(ctx, &qhinv1.ApplyRequest{Command: data})
-	if err != nil {
-		return nil, 0, forwardError(id, err)
-	}
-	// Let a read on this node that follows the write see it.
-	waitCtx, cancel := context.WithTimeout(ctx, time.Second)
-	_ = n.waitApplied(waitCtx, resp.Index)
-	cancel()
-	v := fsm.ResultType(t)
-	if v == nil {
-		return nil, resp.Index, nil
-	}
-	if err := proto.Unmarshal(resp.Result, v); err != nil {
-		return nil, resp.Index, fmt.Errorf("decode result from leader: %w", err)
-	}
-	return v, resp.Index, nil
-}
-
-// ApplyLocal applies an encoded command on this node, which must be the
-// leader; it never forwards. It returns the result value and the entry's
-// index.
-func (n *Node) ApplyLocal(ctx context.Context, data []byte) (proto.Message, uint64, error) {
-	timeout := defaultApplyTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	f := n.raft.Apply(data, timeout)
-	if err := f.Error(); err != nil {
-		return nil, 0, raftError(err)
-	}
-	r, ok := f.Response().(*fsm.Result)
-	if !ok || r == nil {
-		return nil, f.Index(), fmt.Errorf("entry %d produced no result", f.Index())
-	}
-	return r.Value, r.Index, r.Err
-}
-
-func raftError(err error) error {
-	switch {
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrAbortedByRestore),
-		errors.Is(err, raft.ErrEnqueueTimeout):
-		return fmt.Errorf("%w: %v", ErrNotLeader, err)
-	case errors.Is(err, raft.ErrRaftShutdown):
-		return ErrShutdown
-	}
-	return err
-}
-
-func isUnavailable(err error) bool {
-	return status.Code(err) == codes.Unavailable
-}
-
-func retryable(err error) bool {
-	return errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNoLeader)
-}
-
-// maxHold bounds how long a node holds a request while there is no leader;
-// after that the caller hears Unavailable and can try another broker.
-const maxHold = 5 * time.Second
-
-// ErrNotMember is returned by a node that belongs to no cluster yet.
-var ErrNotMember = errors.New("this broker is not a member of a cluster yet")
-
-// hold waits before the next attempt of a request that found no leader. It
-// gives up at once on a node outside any cluster (no leader will come), and
-// after maxHold on any node, returning the last attempt's error.
-func (n *Node) hold(ctx context.Context, attempt int, since time.Time, last error) error {
-	if cf := n.raft.GetConfiguration(); cf.Error() == nil && len(cf.Configuration().Servers) == 0 {
-		return ErrNotMember
-	}
-	if time.Since(since) > maxHold {
-		return last
-	}
-	if err := sleepJitter(ctx, attempt, n.stop); err != nil {
-		return fmt.Errorf("%w (last attempt: %v)", err, last)
-	}
-	return nil
-}
-
-// sleepJitter waits a growing, jittered delay: 25ms doubling to 500ms, each
-// ±50%.
-func sleepJitter(ctx context.Context, attempt int, stop <-chan struct{}) error {
-	d := 25 * time.Millisecond << min(attempt, 5)
-	d = min(d, 500*time.Millisecond)
-	d = d/2 + time.Duration(rand.Int64N(int64(d)))
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-stop:
-		return ErrShutdown
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %v", ErrNoLeader, ctx.Err())
-	}
-}
-
-// ReadLevel is how consistent a read must be.
-type ReadLevel int
-
-const (
-	// ReadLocal reads this node's state as it is: fast, possibly a little
-	// behind the leader. Routing reads use it.
-	ReadLocal ReadLevel = iota
-	// ReadLinearizable confirms the leader's commit index through the log
-	// and waits until this node has applied it, so the read reflects every
-	// write acknowledged before it started.
-	ReadLinearizable
-)
-
-// Read returns the state machine once it is consistent to the given level.
-func (n *Node) Read(ctx context.Context, level ReadLevel) (*fsm.FSM, error) {
-	if level == ReadLocal {
-		return n.fsm, nil
-	}
-	start := time.Now()
-	for attempt := 0; ; attempt++ {
-		idx, err := n.readIndex(ctx)
-		if err == nil {
-			if err := n.waitApplied(ctx, idx); err != nil {
-				return nil, err
-			}
-			return n.fsm, nil
-		}
-		if !retryable(err) {
-			return nil, err
-		}
-		if err := n.hold(ctx, attempt, start, err); err != nil {
-			return nil, err
-		}
-	}
-}
-
-func (n *Node) readIndex(ctx context.Context) (uint64, error) {
-	if n.IsLeader() {
-		return n.ReadIndexLocal(ctx)
-	}
-	id, addr := n.Leader()
-	if id == "" || addr == "" {
-		return 0, ErrNoLeader
-	}
-	c, err := n.peers.client(addr)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := c.ReadIndex(ctx, &qhinv1.ReadIndexRequest{})
-	if err != nil {
-		return 0, forwardError(id, err)
-	}
-	return resp.Index, nil
-}
-
-// ReadIndexLocal confirms this node still leads, by committing a barrier
-// through the log, and returns the index every acknowledged write is at or
-// below.
-func (n *Node) ReadIndexLocal(ctx context.Context) (uint64, error) {
-	if !n.IsLeader() {
-		return 0, ErrNotLeader
-	}
-	timeout := defaultApplyTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	if err := n.raft.Barrier(timeout).Error(); err != nil {
-		return 0, raftError(err)
-	}
-	return n.raft.AppliedIndex(), nil
-}
-
-// waitApplied waits until this node has applied index.
-func (n *Node) waitApplied(ctx context.Context, index uint64) error {
-	t := time.NewTicker(2 * time.Millisecond)
-	defer t.Stop()
-	for n.raft.AppliedIndex() < index {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for index %d (applied %d): %w", index, n.raft.AppliedIndex(), ctx.Err())
-		case <-n.stop:
-			return ErrShutdown
-		case <-t.C:
-		}
-	}
-	return nil
-}
 
 // Close stops the node: it hands leadership over when it leads, shuts Raft
 // down and closes the transport and stores, in that order.
 func (n *Node) Close() error {
 	var err error
 	n.shutdown.Do(func() {
-		close(n.stop)
-		n.wg.Wait()
 		if n.IsLeader() {
 			if terr := n.raft.LeadershipTransfer().Error(); terr != nil {
 				n.log.Debug("leadership transfer before shutdown", "error", terr)
 			}
 		}
+		close(n.stop)
+		// Close the transport before Raft: peers then see their
+		// connections fail at once, instead of RPCs nobody answers
+		// piling up in their pipelines until each times out.
+		n.trans.Close()
 		err = n.raft.Shutdown().Error()
+		n.wg.Wait()
 		n.closeStores()
 	})
 	return err
@@ -571,7 +490,10 @@ func (n *Node) Kill() error {
 	var err error
 	n.shutdown.Do(func() {
 		close(n.stop)
-		n.stream.Close()
+		if n.stream != nil {
+			n.stream.Close()
+		}
+		n.trans.Close()
 		err = n.raft.Shutdown().Error()
 		n.wg.Wait()
 		n.closeStores()
@@ -583,13 +505,14 @@ func (n *Node) closeStores() {
 	if n.peers != nil {
 		n.peers.close()
 	}
-	if n.transport != nil {
-		n.transport.Close()
-	} else if n.cfg.RaftListener != nil {
+	switch {
+	case n.trans != nil:
+		n.trans.Close()
+	case n.cfg.RaftListener != nil:
 		n.cfg.RaftListener.Close()
 	}
-	if n.logStore != nil {
-		n.logStore.Close()
+	if n.bolt != nil {
+		n.bolt.Close()
 	}
 	if n.fsm != nil {
 		n.fsm.Close()
@@ -615,11 +538,4 @@ func orDefaultDur(v, d time.Duration) time.Duration {
 		return d
 	}
 	return v
-}
-
-func orDiscard(w io.Writer) io.Writer {
-	if w == nil {
-		return io.Discard
-	}
-	return w
 }

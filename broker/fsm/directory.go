@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -39,7 +40,10 @@ func init() {
 }
 
 func getParticipant(tx *bolt.Tx, id string) (*qhinv1.Participant, error) {
-	v := tx.Bucket(bucketParticipants).Get([]byte(id))
+	return decodeParticipant(id, tx.Bucket(bucketParticipants).Get([]byte(id)))
+}
+
+func decodeParticipant(id string, v []byte) (*qhinv1.Participant, error) {
 	if v == nil {
 		return nil, fmt.Errorf("participant %s: %w", id, ErrNotFound)
 	}
@@ -50,20 +54,20 @@ func getParticipant(tx *bolt.Tx, id string) (*qhinv1.Participant, error) {
 	return p, nil
 }
 
-func putParticipant(tx *bolt.Tx, p *qhinv1.Participant) error {
+func putParticipant(t *txn, p *qhinv1.Participant) error {
 	b, err := proto.Marshal(p)
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketParticipants).Put([]byte(p.Id), b)
+	return t.put(bucketParticipants, []byte(p.Id), b)
 }
 
-func applyRegisterParticipant(tx *bolt.Tx, cmd *qhinv1.Command, payload proto.Message) (proto.Message, error) {
+func applyRegisterParticipant(t *txn, cmd *qhinv1.Command, payload proto.Message) (proto.Message, error) {
 	p := payload.(*qhinv1.Participant)
 	if p.Id == "" || p.SpiffeId == "" || p.Endpoint == "" {
 		return nil, fmt.Errorf("%w: participant needs id, spiffe id and endpoint", ErrInvalid)
 	}
-	if tx.Bucket(bucketParticipants).Get([]byte(p.Id)) != nil {
+	if t.get(bucketParticipants, []byte(p.Id)) != nil {
 		return nil, fmt.Errorf("participant %s: %w", p.Id, ErrAlreadyExists)
 	}
 	if p.Status == qhinv1.ParticipantStatus_PARTICIPANT_STATUS_UNSPECIFIED {
@@ -71,12 +75,16 @@ func applyRegisterParticipant(tx *bolt.Tx, cmd *qhinv1.Command, payload proto.Me
 	}
 	p.CreatedAt = cmd.Time
 	p.UpdatedAt = cmd.Time
-	return p, putParticipant(tx, p)
+	b, err := proto.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return p, t.insert(bucketParticipants, []byte(p.Id), b)
 }
 
-func applyUpdateParticipant(tx *bolt.Tx, cmd *qhinv1.Command, payload proto.Message) (proto.Message, error) {
+func applyUpdateParticipant(t *txn, cmd *qhinv1.Command, payload proto.Message) (proto.Message, error) {
 	u := payload.(*qhinv1.Participant)
-	p, err := getParticipant(tx, u.Id)
+	p, err := decodeParticipant(u.Id, t.get(bucketParticipants, []byte(u.Id)))
 	if err != nil {
 		return nil, err
 	}
@@ -86,18 +94,38 @@ func applyUpdateParticipant(tx *bolt.Tx, cmd *qhinv1.Command, payload proto.Mess
 	if u.Endpoint == "" {
 		return nil, fmt.Errorf("%w: participant needs an endpoint", ErrInvalid)
 	}
+	if narrows(p.InitiatePurposes, u.InitiatePurposes) || narrows(p.RespondPurposes, u.RespondPurposes) {
+		t.restrict()
+	}
 	p.Organization = u.Organization
 	p.Endpoint = u.Endpoint
 	p.InitiatePurposes = u.InitiatePurposes
 	p.RespondPurposes = u.RespondPurposes
 	p.HomeCommunityId = u.HomeCommunityId
 	p.UpdatedAt = cmd.Time
-	return p, putParticipant(tx, p)
+	return p, putParticipant(t, p)
 }
 
-func applySetParticipantStatus(tx *bolt.Tx, cmd *qhinv1.Command, payload proto.Message) (proto.Message, error) {
+// narrows reports whether a purpose list allows less after a change than
+// before. An empty list allows every purpose.
+func narrows(before, after []string) bool {
+	if len(after) == 0 {
+		return false
+	}
+	if len(before) == 0 {
+		return true
+	}
+	for _, b := range before {
+		if !slices.Contains(after, b) {
+			return true
+		}
+	}
+	return false
+}
+
+func applySetParticipantStatus(t *txn, cmd *qhinv1.Command, payload proto.Message) (proto.Message, error) {
 	s := payload.(*qhinv1.SetParticipantStatus)
-	p, err := getParticipant(tx, s.ParticipantId)
+	p, err := decodeParticipant(s.ParticipantId, t.get(bucketParticipants, []byte(s.ParticipantId)))
 	if err != nil {
 		return nil, err
 	}
@@ -111,13 +139,19 @@ func applySetParticipantStatus(tx *bolt.Tx, cmd *qhinv1.Command, payload proto.M
 	if p.Status == qhinv1.ParticipantStatus_PARTICIPANT_STATUS_RETIRED && s.Status != p.Status {
 		return nil, fmt.Errorf("participant %s is retired: %w", p.Id, ErrConflict)
 	}
+	// Taking a member out of active standing withdraws access: every
+	// broker still answering must hold it before the change is
+	// acknowledged.
+	if p.Status == qhinv1.ParticipantStatus_PARTICIPANT_STATUS_ACTIVE && s.Status != p.Status {
+		t.restrict()
+	}
 	p.Status = s.Status
 	p.StatusReason = s.Reason
 	p.UpdatedAt = cmd.Time
-	return p, putParticipant(tx, p)
+	return p, putParticipant(t, p)
 }
 
-func applyPutBroker(tx *bolt.Tx, _ *qhinv1.Command, payload proto.Message) (proto.Message, error) {
+func applyPutBroker(t *txn, _ *qhinv1.Command, payload proto.Message) (proto.Message, error) {
 	b := payload.(*qhinv1.BrokerRecord)
 	if b.NodeId == "" {
 		return nil, fmt.Errorf("%w: broker needs a node id", ErrInvalid)
@@ -126,17 +160,17 @@ func applyPutBroker(tx *bolt.Tx, _ *qhinv1.Command, payload proto.Message) (prot
 	if err != nil {
 		return nil, err
 	}
-	return nil, tx.Bucket(bucketBrokers).Put([]byte(b.NodeId), enc)
+	return nil, t.put(bucketBrokers, []byte(b.NodeId), enc)
 }
 
-func applyRemoveBroker(tx *bolt.Tx, _ *qhinv1.Command, payload proto.Message) (proto.Message, error) {
+func applyRemoveBroker(t *txn, _ *qhinv1.Command, payload proto.Message) (proto.Message, error) {
 	r := payload.(*qhinv1.RemoveBroker)
-	return nil, tx.Bucket(bucketBrokers).Delete([]byte(r.NodeId))
+	return nil, t.del(bucketBrokers, []byte(r.NodeId))
 }
 
 // applyBatch applies each command of a batch in order in the shared
 // transaction; a refused command does not stop the others.
-func applyBatch(tx *bolt.Tx, _ *qhinv1.Command, payload proto.Message) (proto.Message, error) {
+func applyBatch(t *txn, _ *qhinv1.Command, payload proto.Message) (proto.Message, error) {
 	batch := payload.(*qhinv1.CommandBatch)
 	out := &qhinv1.BatchResult{Results: make([]*qhinv1.CommandResult, len(batch.Commands))}
 	for _, c := range batch.Commands {
@@ -145,10 +179,17 @@ func applyBatch(tx *bolt.Tx, _ *qhinv1.Command, payload proto.Message) (proto.Me
 		}
 	}
 	for i, c := range batch.Commands {
-		r := applyCommand(tx, c)
-		cr, err := storedResult(r.Value, r.Err)
+		r, err := t.f.applyCommand(t, c)
 		if err != nil {
-			return nil, err
+			return nil, &storageError{err}
+		}
+		value := r.Value
+		if batch.CodesOnly {
+			value = nil
+		}
+		cr, err := storedResult(value, r.Err, r.Restricts)
+		if err != nil {
+			return nil, &storageError{err}
 		}
 		out.Results[i] = cr
 	}

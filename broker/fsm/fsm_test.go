@@ -21,7 +21,7 @@ var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 func openFSM(t *testing.T) *FSM {
 	t.Helper()
-	f, err := Open(filepath.Join(t.TempDir(), "state.db"), nil)
+	f, err := Open(filepath.Join(t.TempDir(), "state.db"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestApply_RequestIDsExpire(t *testing.T) {
 
 func TestApply_SkipsEntriesAppliedBeforeRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	f, err := Open(path, nil)
+	f, err := Open(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func TestApply_SkipsEntriesAppliedBeforeRestart(t *testing.T) {
 	a.apply(setStatus(t, "p1", qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED))
 	f.Close()
 
-	f, err = Open(path, nil)
+	f, err = Open(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +436,7 @@ func TestChecksums_DifferWhenStateDiffers(t *testing.T) {
 }
 
 func BenchmarkApplyBatch(b *testing.B) {
-	f, err := Open(filepath.Join(b.TempDir(), "state.db"), nil)
+	f, err := Open(filepath.Join(b.TempDir(), "state.db"), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

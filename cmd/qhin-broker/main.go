@@ -49,8 +49,7 @@ func run() error {
 	flag.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "Raft entries between snapshots")
 	flag.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 2*time.Minute, "how often to check the snapshot threshold")
 	flag.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "Raft entries kept after a snapshot")
-	flag.DurationVar(&cfg.MaxStale, "max-stale", 10*time.Second, "stop answering queries after this long without a leader")
-	flag.StringVar(&cfg.RaftLogLevel, "raft-log-level", "warn", "level of hashicorp/raft's own log")
+	flag.StringVar(&cfg.RaftLogLevel, "raft-log-level", "warn", "level of hashicorp/raft's own log lines in the broker's log: trace, debug, info, warn, error, off")
 	metricsListen := flag.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
 	var tracing cli.Tracing
 	tracing.AddFlags(flag.CommandLine)
@@ -79,7 +78,7 @@ func run() error {
 	if cfg.RaftListener, err = net.Listen("tcp", *raftListen); err != nil {
 		return err
 	}
-	cfg.Logger, cfg.RaftLog = log, os.Stderr
+	cfg.Logger = log
 	ctx, metrics, stop, err := tracing.StartNode("qhin-broker", *metricsListen)
 	if err != nil {
 		return err

@@ -236,6 +236,9 @@ func newBenchRaftCmd(g *globals, f *benchFlags) *cobra.Command {
 			if o.Kills == 0 {
 				o.Kills = -1 // none; zero would mean the default
 			}
+			if o.Steady == 0 {
+				o.Steady = -1
+			}
 			return runBench(cmd, g, f, func(ctx context.Context, p bench.Progress) (*bench.RaftResult, error) {
 				return bench.Raft(ctx, o, p)
 			}, printRaft)
@@ -245,12 +248,14 @@ func newBenchRaftCmd(g *globals, f *benchFlags) *cobra.Command {
 	fl.IntVar(&o.Brokers, "brokers", 3, "brokers in the cluster")
 	fl.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time per write mode")
 	fl.IntVar(&o.Rounds, "rounds", 5, "rounds the duration is split into, the write modes taking turns")
-	fl.IntVar(&o.Batch, "batch", 500, "entries per Raft entry in the batched mode")
-	fl.IntVar(&o.Concurrency, "concurrency", 16, "writers in the concurrent mode")
+	fl.IntVar(&o.Batch, "batch", 2000, "writes per WriteParticipants call (one Raft entry) in the batched mode")
+	fl.IntVar(&o.BatchWriters, "batch-writers", 4, "concurrent writers in the batched mode")
+	fl.IntVar(&o.Concurrency, "concurrency", 16, "writers in the concurrent mode and the steady run")
+	fl.DurationVar(&o.Steady, "steady", 60*time.Second, "how long the concurrent load runs while leader changes are counted (0: skip)")
 	fl.IntVar(&o.Kills, "kills", 10, "times the leader is killed")
 	fl.DurationVar(&o.CallTimeout, "call-timeout", 250*time.Millisecond, "deadline of each write attempt during a failover")
 	fl.IntVar(&o.Entries, "entries", 1_000_000, "directory entries in the state that is snapshotted")
-	fl.IntVar(&o.BuildBatch, "build-batch", 5000, "entries per Raft entry while building that state")
+	fl.IntVar(&o.BuildBatch, "build-batch", 5000, "writes per WriteParticipants call while building that state")
 	return cmd
 }
 
@@ -472,8 +477,8 @@ func printRetrieve(w io.Writer, r *bench.RetrieveResult) {
 
 func printRaft(w io.Writer, r *bench.RaftResult) {
 	o := r.Options
-	fmt.Fprintf(w, "raft: %d brokers; writes %v per mode in %d rounds; %d leader kills; snapshot of %d bulk entries\n",
-		o.Brokers, o.Duration, o.Rounds, o.Kills, o.Entries)
+	fmt.Fprintf(w, "raft: %d brokers; writes through the public API, %v per mode in %d rounds; %v steady load; %d leader kills; snapshot of %d bulk entries\n",
+		o.Brokers, o.Duration, o.Rounds, o.Steady, o.Kills, o.Entries)
 	printMachine(w, r.Machine)
 	fmt.Fprintln(w)
 	t := &table{tw: newTabWriter(w)}
@@ -486,9 +491,11 @@ func printRaft(w io.Writer, r *bench.RaftResult) {
 		case "sequential":
 			seq = m.PerSecond
 		case "batched":
-			mode = fmt.Sprintf("batched (%d/entry)", o.Batch)
+			mode = fmt.Sprintf("batched (%d/call, %d writers)", o.Batch, o.BatchWriters)
 		case "concurrent":
 			mode = fmt.Sprintf("concurrent (%d writers)", o.Concurrency)
+		case "restricting":
+			mode = "restricting (suspend/resume)"
 		}
 		t.row(mode, m.Entries, m.Calls, m.Errors, fmt.Sprintf("%.0f", m.PerSecond), fmt.Sprintf("%.0f", lo), fmt.Sprintf("%.0f", hi), m.Latency.P50, m.Latency.P99)
 	}
@@ -500,6 +507,15 @@ func printRaft(w io.Writer, r *bench.RaftResult) {
 		if m.FirstError != "" {
 			fmt.Fprintf(w, "first %s error: %s\n", m.Mode, m.FirstError)
 		}
+	}
+
+	if st := r.Steady; st.Duration > 0 {
+		fmt.Fprintln(w)
+		t = &table{tw: newTabWriter(w)}
+		t.row("STEADY", "DURATION", "WRITES", "ERRORS", "WRITES/S", "ELECTIONS", "TERM BEFORE", "TERM AFTER", "CALL P50", "CALL P99")
+		t.row(fmt.Sprintf("concurrent (%d writers)", o.Concurrency), st.Duration, st.Writes, st.Errors, fmt.Sprintf("%.0f", st.PerSecond),
+			st.Elections, st.TermBefore, st.TermAfter, st.Latency.P50, st.Latency.P99)
+		t.tw.Flush()
 	}
 
 	fmt.Fprintln(w)
@@ -518,7 +534,7 @@ func printRaft(w io.Writer, r *bench.RaftResult) {
 	t = &table{tw: newTabWriter(w)}
 	t.row("SNAPSHOT", "VALUE")
 	t.row("entries in state", s.Entries)
-	t.row("build (batched writes)", fmt.Sprintf("%v (%.0f entries/s)", s.Build, s.BuildRate))
+	t.row(fmt.Sprintf("build (WriteParticipants, %d/call)", o.BuildBatch), fmt.Sprintf("%v (%.0f entries/s)", s.Build, s.BuildRate))
 	t.row("take (Node.Snapshot on leader)", s.Take)
 	t.row("size (FSM WriteTo)", fmtBytes(uint64(s.Bytes)))
 	t.row("size (state.bin on leader)", fmtBytes(uint64(s.FileBytes)))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/openqhin/openqhin/broker/client"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
@@ -26,7 +29,7 @@ func newClusterCmd(g *globals) *cobra.Command {
 func newClusterStatusCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Show every broker: role, term, commit and applied index, last contact",
+		Short: "Show every broker: role, whether it serves, term, commit and applied index, last contact",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withOperator(g, cmd, func(conn *client.Conn) error {
@@ -37,7 +40,7 @@ func newClusterStatusCmd(g *globals) *cobra.Command {
 					return err
 				}
 				return g.print(cmd.OutOrStdout(), resp, func(t *table) {
-					t.row("NODE", "STATE", "LEADER", "VOTER", "TERM", "COMMIT", "APPLIED", "LAST CONTACT", "GRPC", "RAFT", "DETAIL")
+					t.row("NODE", "STATE", "LEADER", "VOTER", "SERVING", "TERM", "COMMIT", "APPLIED", "LAST CONTACT", "GRPC", "RAFT", "DETAIL")
 					for _, m := range resp.Members {
 						lc := "-"
 						if m.LastContact != nil {
@@ -47,8 +50,12 @@ func newClusterStatusCmd(g *globals) *cobra.Command {
 						if m.Leader {
 							leader = "*"
 						}
+						detail := m.Detail
+						if detail == "" && !m.Serving {
+							detail = m.NotServingReason
+						}
 						t.row(m.NodeId, strings.ToLower(strings.TrimPrefix(m.State.String(), "NODE_STATE_")), leader,
-							m.Voter, m.Term, m.CommitIndex, m.AppliedIndex, lc, m.GrpcAddr, m.RaftAddr, m.Detail)
+							m.Voter, m.Serving, m.Term, m.CommitIndex, m.AppliedIndex, lc, m.GrpcAddr, m.RaftAddr, detail)
 					}
 				})
 			})
@@ -157,13 +164,19 @@ func newSnapshotSaveCmd(g *globals) *cobra.Command {
 }
 
 func newSnapshotRestoreCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "restore FILE",
 		Short: "Replace the cluster's replicated state with a saved snapshot (disaster recovery)",
 		Long: `Replace the whole cluster's replicated state (directory and every other table)
 with a snapshot saved by 'qhinctl cluster snapshot save'. Meant for restoring a
 backup into a new cluster: start one broker with --bootstrap, restore, then let
-the other brokers join.`,
+the other brokers join.
+
+Any broker takes the snapshot and hands it to the leader. While the cluster has
+no leader yet (a broker just started), the command tries again until --timeout.
+A snapshot whose participants belong to another trust domain than the
+cluster's is refused unless --force: restored, every query would be refused.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := os.Open(args[0])
@@ -171,64 +184,71 @@ the other brokers join.`,
 				return err
 			}
 			defer f.Close()
-			cfg, src, err := g.operator()
-			if err != nil {
-				return err
-			}
-			conn, err := client.Dial(cfg.Brokers, src, nil)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			ctx, cancel := g.callContext(cmd.Context())
-			defer cancel()
-			st, err := conn.Cluster().Status(ctx, &qhinv1.StatusRequest{})
-			if err != nil {
-				return err
-			}
-			leaderAddr := ""
-			for _, m := range st.Members {
-				if m.Leader {
-					leaderAddr = m.GrpcAddr
-				}
-			}
-			if leaderAddr == "" {
-				return errors.New("the cluster has no leader; try again once it has one")
-			}
-			// Restore runs on the leader: talk to it alone.
-			lconn, err := client.Dial([]string{leaderAddr}, src, nil)
-			if err != nil {
-				return err
-			}
-			defer lconn.Close()
-			stream, err := lconn.Cluster().RestoreSnapshot(ctx)
-			if err != nil {
-				return err
-			}
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := f.Read(buf)
-				if n > 0 {
-					if err := stream.Send(&qhinv1.SnapshotChunk{Data: buf[:n]}); err != nil {
-						if _, rerr := stream.CloseAndRecv(); rerr != nil {
-							return rerr
-						}
-						return err
-					}
-				}
-				if errors.Is(err, io.EOF) {
-					break
-				}
+			return withOperator(g, cmd, func(conn *client.Conn) error {
+				ctx, cancel := g.callContext(cmd.Context())
+				defer cancel()
+				resp, err := restoreSnapshot(ctx, conn.Cluster(), f, force)
 				if err != nil {
 					return err
 				}
-			}
-			resp, err := stream.CloseAndRecv()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "restored %s into the cluster at index %d\n", args[0], resp.Index)
-			return nil
+				return g.print(cmd.OutOrStdout(), resp, func(t *table) {
+					t.line("restored %s into the cluster at index %d", args[0], resp.Index)
+				})
+			})
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "restore a snapshot whose participants belong to another trust domain")
+	return cmd
+}
+
+// restoreSnapshot streams the file to a broker, again from the start while
+// the cluster answers Unavailable (no leader yet), until ctx ends.
+func restoreSnapshot(ctx context.Context, c qhinv1.ClusterClient, f *os.File, force bool) (*qhinv1.RestoreSnapshotResponse, error) {
+	for attempt := 0; ; attempt++ {
+		resp, err := restoreOnce(ctx, c, f, force)
+		if err == nil || status.Code(err) != codes.Unavailable {
+			if status.Code(err) == codes.FailedPrecondition && !force {
+				return nil, fmt.Errorf("%w (pass --force to restore it anyway)", err)
+			}
+			return resp, err
+		}
+		wait := min(250*time.Millisecond<<min(attempt, 2), time.Second)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no leader took the snapshot within --timeout: %w", err)
+		case <-time.After(wait):
+		}
+	}
+}
+
+func restoreOnce(ctx context.Context, c qhinv1.ClusterClient, f *os.File, force bool) (*qhinv1.RestoreSnapshotResponse, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	stream, err := c.RestoreSnapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 32<<10)
+	first := true
+	for {
+		n, rerr := f.Read(buf)
+		if n > 0 {
+			if err := stream.Send(&qhinv1.SnapshotChunk{Data: buf[:n], Force: force && first}); err != nil {
+				// The broker's answer says why it stopped reading.
+				if _, cerr := stream.CloseAndRecv(); cerr != nil {
+					return nil, cerr
+				}
+				return nil, err
+			}
+			first = false
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return nil, rerr
+		}
+	}
+	return stream.CloseAndRecv()
 }

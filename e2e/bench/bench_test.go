@@ -163,7 +163,8 @@ func TestRaft_SmallClusterWritesFailsOverAndInstallsSnapshot(t *testing.T) {
 	// did), a loaded machine writes so little in the timed rounds that the
 	// whole log is kept, the new broker catches up from it, and the
 	// scenario waits for an install that never comes.
-	o := RaftOptions{Duration: 900 * time.Millisecond, Rounds: 3, Concurrency: 4, Kills: 2, Entries: 5000, BuildBatch: 50, Dir: t.TempDir()}
+	o := RaftOptions{Duration: 1200 * time.Millisecond, Rounds: 3, Batch: 200, BatchWriters: 2, Concurrency: 4, Steady: 500 * time.Millisecond,
+		Kills: 2, Entries: 5000, BuildBatch: 50, Dir: t.TempDir()}
 	if testing.Short() {
 		o.Kills, o.FastRaft = 1, true
 	}
@@ -173,8 +174,11 @@ func TestRaft_SmallClusterWritesFailsOverAndInstallsSnapshot(t *testing.T) {
 		seen.failed(t, err)
 	}
 	checkJSON(t, res)
-	if len(res.Writes) != 3 {
-		t.Fatalf("%d write modes, want 3", len(res.Writes))
+	if len(res.Writes) != 4 {
+		t.Fatalf("%d write modes, want 4", len(res.Writes))
+	}
+	if res.Steady.Writes == 0 || res.Steady.TermAfter < res.Steady.TermBefore {
+		t.Errorf("steady run not sane: %+v", res.Steady)
 	}
 	for _, w := range res.Writes {
 		if w.Entries == 0 {

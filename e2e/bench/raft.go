@@ -8,12 +8,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/openqhin/openqhin/broker/client"
 	"github.com/openqhin/openqhin/broker/cluster"
-	"github.com/openqhin/openqhin/broker/fsm"
 	"github.com/openqhin/openqhin/e2e"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -26,11 +26,15 @@ type RaftOptions struct {
 	// split into Rounds (default 5) in which the modes take turns.
 	Duration time.Duration `json:"duration_ns"`
 	Rounds   int           `json:"rounds"`
-	// Batch is the entries per Raft entry in the batched mode (default
-	// 500).
-	Batch int `json:"batch"`
+	// Batch is the writes per WriteParticipants call in the batched mode
+	// (default 2,000), made by BatchWriters writers (default 4).
+	Batch        int `json:"batch"`
+	BatchWriters int `json:"batch_writers"`
 	// Concurrency is the writers of the concurrent mode (default 16).
 	Concurrency int `json:"concurrency"`
+	// Steady is how long the concurrent load runs while leader changes
+	// are counted (default 60s; negative for none).
+	Steady time.Duration `json:"steady_ns"`
 	// Kills is how many times the leader is killed (default 10; negative
 	// for none).
 	Kills int `json:"kills"`
@@ -38,7 +42,8 @@ type RaftOptions struct {
 	// (default 250ms).
 	CallTimeout time.Duration `json:"call_timeout_ns"`
 	// Entries is the directory entries written before the snapshot
-	// (default 1,000,000), in batches of BuildBatch (default 5,000).
+	// (default 1,000,000), in WriteParticipants calls of BuildBatch
+	// (default 5,000).
 	Entries    int           `json:"entries"`
 	BuildBatch int           `json:"build_batch"`
 	Dir        string        `json:"-"`
@@ -57,10 +62,18 @@ func (o *RaftOptions) defaults() {
 		o.Rounds = 5
 	}
 	if o.Batch <= 0 {
-		o.Batch = 500
+		o.Batch = 2000
+	}
+	if o.BatchWriters <= 0 {
+		o.BatchWriters = 4
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 16
+	}
+	if o.Steady < 0 {
+		o.Steady = 0
+	} else if o.Steady == 0 {
+		o.Steady = 60 * time.Second
 	}
 	if o.Kills < 0 {
 		o.Kills = 0
@@ -89,8 +102,9 @@ type RaftResult struct {
 	Started  time.Time   `json:"started"`
 	Elapsed  Duration    `json:"elapsed_ms"`
 	// Writes has one line per write mode: sequential, batched,
-	// concurrent.
+	// concurrent, restricting.
 	Writes   []RaftWrites `json:"writes"`
+	Steady   RaftSteady   `json:"steady"`
 	Failover RaftFailover `json:"failover"`
 	Snapshot RaftSnapshot `json:"snapshot"`
 	Notes    []string     `json:"notes"`
@@ -110,6 +124,25 @@ type RaftWrites struct {
 	// Latency of each acknowledged call.
 	Latency    Latency `json:"latency"`
 	FirstError string  `json:"first_error,omitempty"`
+}
+
+// RaftSteady is the concurrent write load held for a while, with the leader
+// changes it saw.
+type RaftSteady struct {
+	Duration Duration `json:"duration_ms"`
+	Writes   int      `json:"writes"`
+	Errors   int      `json:"errors"`
+	// PerSecond is the acknowledged writes per second over the whole run.
+	PerSecond float64 `json:"writes_per_s"`
+	// Elections is the leader's term after the run less its term before:
+	// every leader change takes at least one. Observations counts the
+	// leader changes the brokers observed (each broker sees each one, and
+	// the moment without a leader in between).
+	Elections    uint64  `json:"elections"`
+	Observations uint64  `json:"leader_observations"`
+	TermBefore   uint64  `json:"term_before"`
+	TermAfter    uint64  `json:"term_after"`
+	Latency      Latency `json:"latency"`
 }
 
 // RaftFailover is the time from killing the leader to the first write
@@ -141,18 +174,21 @@ type RaftSnapshot struct {
 	Bytes     int64 `json:"bytes"`
 	FileBytes int64 `json:"file_bytes"`
 	// From AddBroker to: the new broker's last snapshot index reaching the
-	// leader's (Installed), its participants table's checksum equalling the
+	// leader's (Installed), its participants table's digest equalling the
 	// leader's (Install, the figure to quote), and its readiness (Ready).
 	Installed Duration `json:"installed_ms"`
 	Install   Duration `json:"install_ms"`
 	Ready     Duration `json:"ready_ms"`
 }
 
-// Raft measures the broker cluster's replicated writes: throughput one by
-// one, batched and concurrent, the time to fail over when the leader is
-// killed, and the size, taking and installing of a snapshot of a large
-// state. The network runs with production Raft timers (hashicorp/raft's
-// defaults) unless FastRaft.
+// Raft measures the broker cluster's replicated writes through the public
+// API (the operator's client, over mutual TLS, to any broker): throughput
+// one at a time, in WriteParticipants batches, from concurrent writers, and
+// of restricting writes (acknowledged once every serving broker holds
+// them); leader changes under a steady concurrent load; the time to fail
+// over when the leader is killed; and the size, taking and installing of a
+// snapshot of a large state. The network runs with the brokers' production
+// Raft timers unless FastRaft.
 func Raft(ctx context.Context, o RaftOptions, progress Progress) (*RaftResult, error) {
 	o.defaults()
 	res := &RaftResult{Scenario: "raft", Machine: CurrentMachine(), Options: o, Started: time.Now()}
@@ -177,6 +213,11 @@ func Raft(ctx context.Context, o RaftOptions, progress Progress) (*RaftResult, e
 	if err := w.writes(ctx, o, res, progress); err != nil {
 		return nil, err
 	}
+	if o.Steady > 0 {
+		if err := w.steady(ctx, o, &res.Steady, progress); err != nil {
+			return nil, err
+		}
+	}
 	if err := w.failover(ctx, o, &res.Failover, progress); err != nil {
 		return nil, err
 	}
@@ -185,13 +226,17 @@ func Raft(ctx context.Context, o RaftOptions, progress Progress) (*RaftResult, e
 	}
 	res.Elapsed = Duration(time.Since(res.Started))
 	res.Notes = []string{
-		"sequential and concurrent writes are RegisterParticipant calls through the operator's client (forwarded to the leader, acknowledged once applied and propagated to the live brokers); batched writes are fsm.NewBatch entries applied through the leader's Node.Apply",
+		"every write goes through the public API: the operator's client (round robin over the brokers, mutual TLS) calls RegisterParticipant, SetParticipantStatus or WriteParticipants on any broker, which forwards it to the leader once; a call returns once the entry is committed and applied on the leader",
+		"restricting: SetParticipantStatus suspend and resume in turn; a suspension returns only once every other broker confirmed it holds it",
+		fmt.Sprintf("batched: %d writers, each sending WriteParticipants calls of %d registrations (one Raft entry per call)", o.BatchWriters, o.Batch),
 		fmt.Sprintf("the write modes take turns in %d rounds of %v each", o.Rounds, o.Duration/time.Duration(o.Rounds)),
+		fmt.Sprintf("steady: %d writers for %v right after the write modes; elections is the leader's term after less before", o.Concurrency, o.Steady),
 		fmt.Sprintf("failover: from KillBroker on the leader to the first write acknowledged through a client of every broker, writes retried back to back with a %v deadline each", o.CallTimeout),
 		"every broker runs in this process and all write to the same disk",
 	}
 	if !o.FastRaft {
-		res.Notes = append(res.Notes, "Raft timers are hashicorp/raft's defaults (heartbeat and election timeout 1s), as in production")
+		res.Notes = append(res.Notes, fmt.Sprintf("Raft timers are the brokers' defaults: heartbeat and election timeout %v, leader lease %v",
+			cluster.DefaultHeartbeatTimeout, cluster.DefaultLeaderLeaseTimeout))
 	}
 	return res, nil
 }
@@ -216,6 +261,52 @@ func (w *writer) register(ctx context.Context, prefix string) error {
 	return err
 }
 
+// batch registers count new retired directory entries with one
+// WriteParticipants call.
+func (w *writer) batch(ctx context.Context, prefix string, count int) error {
+	writes := make([]*qhinv1.ParticipantWrite, count)
+	for i := range writes {
+		id := w.nextID(prefix)
+		writes[i] = &qhinv1.ParticipantWrite{Write: &qhinv1.ParticipantWrite_Register{Register: &qhinv1.Participant{
+			Id: id, Endpoint: "127.0.0.1:9", Status: qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED,
+		}}}
+	}
+	resp, err := w.op.Directory().WriteParticipants(ctx, &qhinv1.WriteParticipantsRequest{Writes: writes, RequestId: w.nextID("batch-")})
+	if err != nil {
+		return err
+	}
+	for _, r := range resp.Results {
+		if r.Code != 0 {
+			return fmt.Errorf("write refused: %s", r.Message)
+		}
+	}
+	return nil
+}
+
+// restrictor suspends and resumes one participant in turn.
+type restrictor struct {
+	w   *writer
+	id  string
+	mu  sync.Mutex
+	off bool
+}
+
+func (r *restrictor) call(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED
+	if r.off {
+		st = qhinv1.ParticipantStatus_PARTICIPANT_STATUS_ACTIVE
+	}
+	_, err := r.w.op.Directory().SetParticipantStatus(ctx, &qhinv1.SetParticipantStatusRequest{
+		ParticipantId: r.id, Status: st, RequestId: r.w.nextID("status-"),
+	})
+	if err == nil {
+		r.off = !r.off
+	}
+	return err
+}
+
 // leaderNode waits for a leader and returns its node.
 func (w *writer) leaderNode(ctx context.Context) (*cluster.Node, int, error) {
 	for {
@@ -230,42 +321,14 @@ func (w *writer) leaderNode(ctx context.Context) (*cluster.Node, int, error) {
 	}
 }
 
-// batch applies count new retired directory entries as one Raft entry
-// through the leader.
-func (w *writer) batch(ctx context.Context, prefix string, count int, now time.Time) error {
-	cmds := make([]*qhinv1.Command, 0, count)
-	for range count {
-		id := w.nextID(prefix)
-		c, err := fsm.NewCommand(qhinv1.CommandType_COMMAND_TYPE_REGISTER_PARTICIPANT, "", now, &qhinv1.Participant{
-			Id: id, SpiffeId: "spiffe://" + e2e.DefaultTrustDomain + "/participant/" + id, Endpoint: "127.0.0.1:9",
-			Status: qhinv1.ParticipantStatus_PARTICIPANT_STATUS_RETIRED,
-		})
-		if err != nil {
-			return err
-		}
-		cmds = append(cmds, c)
-	}
-	b, err := fsm.NewBatch("", now, cmds)
-	if err != nil {
-		return err
-	}
-	leader, _, err := w.leaderNode(ctx)
-	if err != nil {
-		return err
-	}
-	v, _, err := leader.Apply(ctx, b)
-	if err != nil {
-		return err
-	}
-	for _, r := range fsm.BatchResults(cmds, v.(*qhinv1.BatchResult)) {
-		if r.Err != nil {
-			return r.Err
-		}
-	}
-	return nil
-}
-
 func (w *writer) writes(ctx context.Context, o RaftOptions, res *RaftResult, progress Progress) error {
+	cctx, cancel := context.WithTimeout(ctx, w.timeout)
+	err := w.register(cctx, "target")
+	cancel()
+	if err != nil {
+		return fmt.Errorf("register the participant to suspend: %w", err)
+	}
+	restrict := &restrictor{w: w, id: "target" + strconv.FormatInt(w.seq.Load(), 10)}
 	type mode struct {
 		name    string
 		workers int
@@ -274,8 +337,9 @@ func (w *writer) writes(ctx context.Context, o RaftOptions, res *RaftResult, pro
 	}
 	modes := []mode{
 		{"sequential", 1, 1, func(ctx context.Context) error { return w.register(ctx, "s") }},
-		{"batched", 1, o.Batch, func(ctx context.Context) error { return w.batch(ctx, "b", o.Batch, time.Now()) }},
+		{"batched", o.BatchWriters, o.Batch, func(ctx context.Context) error { return w.batch(ctx, "b", o.Batch) }},
 		{"concurrent", o.Concurrency, 1, func(ctx context.Context) error { return w.register(ctx, "c") }},
+		{"restricting", 1, 1, restrict.call},
 	}
 	res.Writes = make([]RaftWrites, len(modes))
 	lats := make([][]time.Duration, len(modes))
@@ -305,6 +369,40 @@ func (w *writer) writes(ctx context.Context, o RaftOptions, res *RaftResult, pro
 		wr.PerSecond = median(wr.RoundPerSecond)
 		wr.Latency = summarize(lats[m])
 	}
+	return nil
+}
+
+// leaderChanges sums the leader changes every running broker observed.
+func (w *writer) leaderChanges() uint64 {
+	var sum uint64
+	for _, b := range w.n.Brokers {
+		if b.Server != nil {
+			sum += b.Server.Node().LeaderChanges()
+		}
+	}
+	return sum
+}
+
+func (w *writer) steady(ctx context.Context, o RaftOptions, res *RaftSteady, progress Progress) error {
+	progress.report(fmt.Sprintf("steady concurrent load (%v)", o.Steady), 0, 1)
+	leader, _, err := w.leaderNode(ctx)
+	if err != nil {
+		return err
+	}
+	res.TermBefore = leader.NodeStatus().Term
+	before := w.leaderChanges()
+	lr := closedLoop(ctx, o.Concurrency, o.Steady, w.timeout, func(ctx context.Context) error { return w.register(ctx, "y") })
+	res.Observations = w.leaderChanges() - before
+	if leader, _, err = w.leaderNode(ctx); err != nil {
+		return err
+	}
+	res.TermAfter = leader.NodeStatus().Term
+	res.Elections = res.TermAfter - res.TermBefore
+	res.Duration = Duration(lr.wall)
+	res.Writes, res.Errors = len(lr.lat), lr.errors
+	res.PerSecond = float64(len(lr.lat)) / lr.wall.Seconds()
+	res.Latency = summarize(lr.lat)
+	progress.report(fmt.Sprintf("steady concurrent load (%v)", o.Steady), 1, 1)
 	return nil
 }
 
@@ -358,12 +456,11 @@ func (w *writer) failover(ctx context.Context, o RaftOptions, res *RaftFailover,
 
 func (w *writer) snapshot(ctx context.Context, o RaftOptions, res *RaftSnapshot, progress Progress) error {
 	start := time.Now()
-	now := time.Now()
 	for done := 0; done < o.Entries; {
 		progress.report("building state (entries)", done, o.Entries)
 		size := min(o.BuildBatch, o.Entries-done)
 		bctx, cancel := context.WithTimeout(ctx, w.timeout)
-		err := w.batch(bctx, "e", size, now)
+		err := w.batch(bctx, "e", size)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("build state: %w", err)

@@ -82,6 +82,60 @@ func (NodeState) EnumDescriptor() ([]byte, []int) {
 	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{0}
 }
 
+// LeaderHint travels in the details of an Unavailable status from a broker
+// that is not the leader: where the caller may go instead.
+type LeaderHint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeaderId      string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	LeaderAddr    string                 `protobuf:"bytes,2,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaderHint) Reset() {
+	*x = LeaderHint{}
+	mi := &file_qhin_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaderHint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaderHint) ProtoMessage() {}
+
+func (x *LeaderHint) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaderHint.ProtoReflect.Descriptor instead.
+func (*LeaderHint) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *LeaderHint) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *LeaderHint) GetLeaderAddr() string {
+	if x != nil {
+		return x.LeaderAddr
+	}
+	return ""
+}
+
 type JoinRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -98,7 +152,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[0]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -110,7 +164,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[0]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -123,7 +177,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -163,7 +217,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[1]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -175,7 +229,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[1]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -188,7 +242,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -207,7 +261,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[2]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -219,7 +273,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[2]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -232,7 +286,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -250,7 +304,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[3]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -262,7 +316,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[3]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -275,7 +329,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 type StatusRequest struct {
@@ -286,7 +340,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[4]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -298,7 +352,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[4]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -311,7 +365,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 type Member struct {
@@ -328,14 +382,19 @@ type Member struct {
 	// Time since the node last heard from the leader (zero on the leader).
 	LastContact *durationpb.Duration `protobuf:"bytes,10,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
 	// Why the node's own status is missing, if it is.
-	Detail        string `protobuf:"bytes,11,opt,name=detail,proto3" json:"detail,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Detail string `protobuf:"bytes,11,opt,name=detail,proto3" json:"detail,omitempty"`
+	// Whether the node answers queries now, and if not, why.
+	Serving          bool   `protobuf:"varint,12,opt,name=serving,proto3" json:"serving,omitempty"`
+	NotServingReason string `protobuf:"bytes,13,opt,name=not_serving_reason,json=notServingReason,proto3" json:"not_serving_reason,omitempty"`
+	// The newest command version the node applies.
+	MaxCommandVersion uint32 `protobuf:"varint,14,opt,name=max_command_version,json=maxCommandVersion,proto3" json:"max_command_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[5]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +406,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[5]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +419,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Member) GetNodeId() string {
@@ -440,6 +499,27 @@ func (x *Member) GetDetail() string {
 	return ""
 }
 
+func (x *Member) GetServing() bool {
+	if x != nil {
+		return x.Serving
+	}
+	return false
+}
+
+func (x *Member) GetNotServingReason() string {
+	if x != nil {
+		return x.NotServingReason
+	}
+	return ""
+}
+
+func (x *Member) GetMaxCommandVersion() uint32 {
+	if x != nil {
+		return x.MaxCommandVersion
+	}
+	return 0
+}
+
 type StatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	LeaderId      string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
@@ -450,7 +530,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[6]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +542,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[6]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +555,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StatusResponse) GetLeaderId() string {
@@ -500,7 +580,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[7]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -512,7 +592,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[7]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -525,7 +605,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 type NodeStatusResponse struct {
@@ -537,7 +617,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[8]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +629,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[8]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +642,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NodeStatusResponse) GetMember() *Member {
@@ -580,7 +660,7 @@ type BrokersRequest struct {
 
 func (x *BrokersRequest) Reset() {
 	*x = BrokersRequest{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[9]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +672,7 @@ func (x *BrokersRequest) String() string {
 func (*BrokersRequest) ProtoMessage() {}
 
 func (x *BrokersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[9]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +685,7 @@ func (x *BrokersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BrokersRequest.ProtoReflect.Descriptor instead.
 func (*BrokersRequest) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 type BrokersResponse struct {
@@ -617,7 +697,7 @@ type BrokersResponse struct {
 
 func (x *BrokersResponse) Reset() {
 	*x = BrokersResponse{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[10]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +709,7 @@ func (x *BrokersResponse) String() string {
 func (*BrokersResponse) ProtoMessage() {}
 
 func (x *BrokersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[10]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +722,7 @@ func (x *BrokersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BrokersResponse.ProtoReflect.Descriptor instead.
 func (*BrokersResponse) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BrokersResponse) GetGrpcAddrs() []string {
@@ -662,7 +742,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[11]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -674,7 +754,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[11]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -687,7 +767,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -701,14 +781,17 @@ type ApplyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	// The command's encoded result message, if it has one.
-	Result        []byte `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	Result []byte `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// The command withdrew access: the broker that answers the client waits
+	// until every broker still serving has applied it.
+	Restricts     bool `protobuf:"varint,3,opt,name=restricts,proto3" json:"restricts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[12]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +803,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[12]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +816,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApplyResponse) GetIndex() uint64 {
@@ -750,6 +833,13 @@ func (x *ApplyResponse) GetResult() []byte {
 	return nil
 }
 
+func (x *ApplyResponse) GetRestricts() bool {
+	if x != nil {
+		return x.Restricts
+	}
+	return false
+}
+
 type ReadIndexRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -758,7 +848,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[13]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +860,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[13]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +873,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{14}
 }
 
 type ReadIndexResponse struct {
@@ -795,7 +885,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[14]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +897,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[14]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +910,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -838,7 +928,7 @@ type SaveSnapshotRequest struct {
 
 func (x *SaveSnapshotRequest) Reset() {
 	*x = SaveSnapshotRequest{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[15]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +940,7 @@ func (x *SaveSnapshotRequest) String() string {
 func (*SaveSnapshotRequest) ProtoMessage() {}
 
 func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[15]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,19 +953,22 @@ func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 type SnapshotChunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// On the first chunk of a restore: restore even when the snapshot's
+	// participants belong to another trust domain than the cluster's.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[16]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +980,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[16]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +993,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -908,6 +1001,13 @@ func (x *SnapshotChunk) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *SnapshotChunk) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type RestoreSnapshotResponse struct {
@@ -919,7 +1019,7 @@ type RestoreSnapshotResponse struct {
 
 func (x *RestoreSnapshotResponse) Reset() {
 	*x = RestoreSnapshotResponse{}
-	mi := &file_qhin_v1_cluster_proto_msgTypes[17]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1031,7 @@ func (x *RestoreSnapshotResponse) String() string {
 func (*RestoreSnapshotResponse) ProtoMessage() {}
 
 func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_cluster_proto_msgTypes[17]
+	mi := &file_qhin_v1_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1044,7 @@ func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{17}
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RestoreSnapshotResponse) GetIndex() uint64 {
@@ -954,11 +1054,262 @@ func (x *RestoreSnapshotResponse) GetIndex() uint64 {
 	return 0
 }
 
+type WaitAppliedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitAppliedRequest) Reset() {
+	*x = WaitAppliedRequest{}
+	mi := &file_qhin_v1_cluster_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitAppliedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitAppliedRequest) ProtoMessage() {}
+
+func (x *WaitAppliedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_cluster_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitAppliedRequest.ProtoReflect.Descriptor instead.
+func (*WaitAppliedRequest) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WaitAppliedRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type WaitAppliedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AppliedIndex  uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitAppliedResponse) Reset() {
+	*x = WaitAppliedResponse{}
+	mi := &file_qhin_v1_cluster_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitAppliedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitAppliedResponse) ProtoMessage() {}
+
+func (x *WaitAppliedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_cluster_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitAppliedResponse.ProtoReflect.Descriptor instead.
+func (*WaitAppliedResponse) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *WaitAppliedResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+type ChecksumsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChecksumsRequest) Reset() {
+	*x = ChecksumsRequest{}
+	mi := &file_qhin_v1_cluster_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChecksumsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChecksumsRequest) ProtoMessage() {}
+
+func (x *ChecksumsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_cluster_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChecksumsRequest.ProtoReflect.Descriptor instead.
+func (*ChecksumsRequest) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ChecksumsRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type ChecksumsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Tables        []*TableChecksum       `protobuf:"bytes,2,rep,name=tables,proto3" json:"tables,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChecksumsResponse) Reset() {
+	*x = ChecksumsResponse{}
+	mi := &file_qhin_v1_cluster_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChecksumsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChecksumsResponse) ProtoMessage() {}
+
+func (x *ChecksumsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_cluster_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChecksumsResponse.ProtoReflect.Descriptor instead.
+func (*ChecksumsResponse) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ChecksumsResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ChecksumsResponse) GetTables() []*TableChecksum {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+// TableChecksum summarizes one table: its entries and the XOR of a SHA-256
+// over each key and value.
+type TableChecksum struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Table         string                 `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Entries       uint64                 `protobuf:"varint,2,opt,name=entries,proto3" json:"entries,omitempty"`
+	Sha256        []byte                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TableChecksum) Reset() {
+	*x = TableChecksum{}
+	mi := &file_qhin_v1_cluster_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TableChecksum) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TableChecksum) ProtoMessage() {}
+
+func (x *TableChecksum) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_cluster_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TableChecksum.ProtoReflect.Descriptor instead.
+func (*TableChecksum) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_cluster_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *TableChecksum) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *TableChecksum) GetEntries() uint64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *TableChecksum) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
 var File_qhin_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_qhin_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x15qhin/v1/cluster.proto\x12\aqhin.v1\x1a\x1egoogle/protobuf/duration.proto\"}\n" +
+	"\x15qhin/v1/cluster.proto\x12\aqhin.v1\x1a\x1egoogle/protobuf/duration.proto\"J\n" +
+	"\n" +
+	"LeaderHint\x12\x1b\n" +
+	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1f\n" +
+	"\vleader_addr\x18\x02 \x01(\tR\n" +
+	"leaderAddr\"}\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -969,7 +1320,7 @@ const file_qhin_v1_cluster_proto_rawDesc = "" +
 	"\rRemoveRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x10\n" +
 	"\x0eRemoveResponse\"\x0f\n" +
-	"\rStatusRequest\"\xe5\x02\n" +
+	"\rStatusRequest\"\xdd\x03\n" +
 	"\x06Member\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -982,7 +1333,10 @@ const file_qhin_v1_cluster_proto_rawDesc = "" +
 	"\rapplied_index\x18\t \x01(\x04R\fappliedIndex\x12<\n" +
 	"\flast_contact\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\vlastContact\x12\x16\n" +
-	"\x06detail\x18\v \x01(\tR\x06detail\"X\n" +
+	"\x06detail\x18\v \x01(\tR\x06detail\x12\x18\n" +
+	"\aserving\x18\f \x01(\bR\aserving\x12,\n" +
+	"\x12not_serving_reason\x18\r \x01(\tR\x10notServingReason\x12.\n" +
+	"\x13max_command_version\x18\x0e \x01(\rR\x11maxCommandVersion\"X\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12)\n" +
 	"\amembers\x18\x02 \x03(\v2\x0f.qhin.v1.MemberR\amembers\"\x13\n" +
@@ -994,25 +1348,40 @@ const file_qhin_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"grpc_addrs\x18\x01 \x03(\tR\tgrpcAddrs\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
-	"\acommand\x18\x01 \x01(\fR\acommand\"=\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\"[\n" +
 	"\rApplyResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x16\n" +
-	"\x06result\x18\x02 \x01(\fR\x06result\"\x12\n" +
+	"\x06result\x18\x02 \x01(\fR\x06result\x12\x1c\n" +
+	"\trestricts\x18\x03 \x01(\bR\trestricts\"\x12\n" +
 	"\x10ReadIndexRequest\")\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"\x15\n" +
-	"\x13SaveSnapshotRequest\"#\n" +
+	"\x13SaveSnapshotRequest\"9\n" +
 	"\rSnapshotChunk\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"/\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"/\n" +
 	"\x17RestoreSnapshotResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index*\xa6\x01\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"*\n" +
+	"\x12WaitAppliedRequest\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\":\n" +
+	"\x13WaitAppliedResponse\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"(\n" +
+	"\x10ChecksumsRequest\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"Y\n" +
+	"\x11ChecksumsResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12.\n" +
+	"\x06tables\x18\x02 \x03(\v2\x16.qhin.v1.TableChecksumR\x06tables\"W\n" +
+	"\rTableChecksum\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x18\n" +
+	"\aentries\x18\x02 \x01(\x04R\aentries\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\fR\x06sha256*\xa6\x01\n" +
 	"\tNodeState\x12\x1a\n" +
 	"\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13NODE_STATE_FOLLOWER\x10\x01\x12\x18\n" +
 	"\x14NODE_STATE_CANDIDATE\x10\x02\x12\x15\n" +
 	"\x11NODE_STATE_LEADER\x10\x03\x12\x17\n" +
 	"\x13NODE_STATE_SHUTDOWN\x10\x04\x12\x1a\n" +
-	"\x16NODE_STATE_UNREACHABLE\x10\x052\xcc\x04\n" +
+	"\x16NODE_STATE_UNREACHABLE\x10\x052\xda\x05\n" +
 	"\aCluster\x123\n" +
 	"\x04Join\x12\x14.qhin.v1.JoinRequest\x1a\x15.qhin.v1.JoinResponse\x129\n" +
 	"\x06Remove\x12\x16.qhin.v1.RemoveRequest\x1a\x17.qhin.v1.RemoveResponse\x129\n" +
@@ -1023,7 +1392,9 @@ const file_qhin_v1_cluster_proto_rawDesc = "" +
 	"\x05Apply\x12\x15.qhin.v1.ApplyRequest\x1a\x16.qhin.v1.ApplyResponse\x12B\n" +
 	"\tReadIndex\x12\x19.qhin.v1.ReadIndexRequest\x1a\x1a.qhin.v1.ReadIndexResponse\x12F\n" +
 	"\fSaveSnapshot\x12\x1c.qhin.v1.SaveSnapshotRequest\x1a\x16.qhin.v1.SnapshotChunk0\x01\x12M\n" +
-	"\x0fRestoreSnapshot\x12\x16.qhin.v1.SnapshotChunk\x1a .qhin.v1.RestoreSnapshotResponse(\x01B3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
+	"\x0fRestoreSnapshot\x12\x16.qhin.v1.SnapshotChunk\x1a .qhin.v1.RestoreSnapshotResponse(\x01\x12H\n" +
+	"\vWaitApplied\x12\x1b.qhin.v1.WaitAppliedRequest\x1a\x1c.qhin.v1.WaitAppliedResponse\x12B\n" +
+	"\tChecksums\x12\x19.qhin.v1.ChecksumsRequest\x1a\x1a.qhin.v1.ChecksumsResponseB3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
 
 var (
 	file_qhin_v1_cluster_proto_rawDescOnce sync.Once
@@ -1038,57 +1409,68 @@ func file_qhin_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_qhin_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qhin_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_qhin_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_qhin_v1_cluster_proto_goTypes = []any{
 	(NodeState)(0),                  // 0: qhin.v1.NodeState
-	(*JoinRequest)(nil),             // 1: qhin.v1.JoinRequest
-	(*JoinResponse)(nil),            // 2: qhin.v1.JoinResponse
-	(*RemoveRequest)(nil),           // 3: qhin.v1.RemoveRequest
-	(*RemoveResponse)(nil),          // 4: qhin.v1.RemoveResponse
-	(*StatusRequest)(nil),           // 5: qhin.v1.StatusRequest
-	(*Member)(nil),                  // 6: qhin.v1.Member
-	(*StatusResponse)(nil),          // 7: qhin.v1.StatusResponse
-	(*NodeStatusRequest)(nil),       // 8: qhin.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),      // 9: qhin.v1.NodeStatusResponse
-	(*BrokersRequest)(nil),          // 10: qhin.v1.BrokersRequest
-	(*BrokersResponse)(nil),         // 11: qhin.v1.BrokersResponse
-	(*ApplyRequest)(nil),            // 12: qhin.v1.ApplyRequest
-	(*ApplyResponse)(nil),           // 13: qhin.v1.ApplyResponse
-	(*ReadIndexRequest)(nil),        // 14: qhin.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),       // 15: qhin.v1.ReadIndexResponse
-	(*SaveSnapshotRequest)(nil),     // 16: qhin.v1.SaveSnapshotRequest
-	(*SnapshotChunk)(nil),           // 17: qhin.v1.SnapshotChunk
-	(*RestoreSnapshotResponse)(nil), // 18: qhin.v1.RestoreSnapshotResponse
-	(*durationpb.Duration)(nil),     // 19: google.protobuf.Duration
+	(*LeaderHint)(nil),              // 1: qhin.v1.LeaderHint
+	(*JoinRequest)(nil),             // 2: qhin.v1.JoinRequest
+	(*JoinResponse)(nil),            // 3: qhin.v1.JoinResponse
+	(*RemoveRequest)(nil),           // 4: qhin.v1.RemoveRequest
+	(*RemoveResponse)(nil),          // 5: qhin.v1.RemoveResponse
+	(*StatusRequest)(nil),           // 6: qhin.v1.StatusRequest
+	(*Member)(nil),                  // 7: qhin.v1.Member
+	(*StatusResponse)(nil),          // 8: qhin.v1.StatusResponse
+	(*NodeStatusRequest)(nil),       // 9: qhin.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),      // 10: qhin.v1.NodeStatusResponse
+	(*BrokersRequest)(nil),          // 11: qhin.v1.BrokersRequest
+	(*BrokersResponse)(nil),         // 12: qhin.v1.BrokersResponse
+	(*ApplyRequest)(nil),            // 13: qhin.v1.ApplyRequest
+	(*ApplyResponse)(nil),           // 14: qhin.v1.ApplyResponse
+	(*ReadIndexRequest)(nil),        // 15: qhin.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),       // 16: qhin.v1.ReadIndexResponse
+	(*SaveSnapshotRequest)(nil),     // 17: qhin.v1.SaveSnapshotRequest
+	(*SnapshotChunk)(nil),           // 18: qhin.v1.SnapshotChunk
+	(*RestoreSnapshotResponse)(nil), // 19: qhin.v1.RestoreSnapshotResponse
+	(*WaitAppliedRequest)(nil),      // 20: qhin.v1.WaitAppliedRequest
+	(*WaitAppliedResponse)(nil),     // 21: qhin.v1.WaitAppliedResponse
+	(*ChecksumsRequest)(nil),        // 22: qhin.v1.ChecksumsRequest
+	(*ChecksumsResponse)(nil),       // 23: qhin.v1.ChecksumsResponse
+	(*TableChecksum)(nil),           // 24: qhin.v1.TableChecksum
+	(*durationpb.Duration)(nil),     // 25: google.protobuf.Duration
 }
 var file_qhin_v1_cluster_proto_depIdxs = []int32{
 	0,  // 0: qhin.v1.Member.state:type_name -> qhin.v1.NodeState
-	19, // 1: qhin.v1.Member.last_contact:type_name -> google.protobuf.Duration
-	6,  // 2: qhin.v1.StatusResponse.members:type_name -> qhin.v1.Member
-	6,  // 3: qhin.v1.NodeStatusResponse.member:type_name -> qhin.v1.Member
-	1,  // 4: qhin.v1.Cluster.Join:input_type -> qhin.v1.JoinRequest
-	3,  // 5: qhin.v1.Cluster.Remove:input_type -> qhin.v1.RemoveRequest
-	5,  // 6: qhin.v1.Cluster.Status:input_type -> qhin.v1.StatusRequest
-	8,  // 7: qhin.v1.Cluster.NodeStatus:input_type -> qhin.v1.NodeStatusRequest
-	10, // 8: qhin.v1.Cluster.Brokers:input_type -> qhin.v1.BrokersRequest
-	12, // 9: qhin.v1.Cluster.Apply:input_type -> qhin.v1.ApplyRequest
-	14, // 10: qhin.v1.Cluster.ReadIndex:input_type -> qhin.v1.ReadIndexRequest
-	16, // 11: qhin.v1.Cluster.SaveSnapshot:input_type -> qhin.v1.SaveSnapshotRequest
-	17, // 12: qhin.v1.Cluster.RestoreSnapshot:input_type -> qhin.v1.SnapshotChunk
-	2,  // 13: qhin.v1.Cluster.Join:output_type -> qhin.v1.JoinResponse
-	4,  // 14: qhin.v1.Cluster.Remove:output_type -> qhin.v1.RemoveResponse
-	7,  // 15: qhin.v1.Cluster.Status:output_type -> qhin.v1.StatusResponse
-	9,  // 16: qhin.v1.Cluster.NodeStatus:output_type -> qhin.v1.NodeStatusResponse
-	11, // 17: qhin.v1.Cluster.Brokers:output_type -> qhin.v1.BrokersResponse
-	13, // 18: qhin.v1.Cluster.Apply:output_type -> qhin.v1.ApplyResponse
-	15, // 19: qhin.v1.Cluster.ReadIndex:output_type -> qhin.v1.ReadIndexResponse
-	17, // 20: qhin.v1.Cluster.SaveSnapshot:output_type -> qhin.v1.SnapshotChunk
-	18, // 21: qhin.v1.Cluster.RestoreSnapshot:output_type -> qhin.v1.RestoreSnapshotResponse
-	13, // [13:22] is the sub-list for method output_type
-	4,  // [4:13] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	25, // 1: qhin.v1.Member.last_contact:type_name -> google.protobuf.Duration
+	7,  // 2: qhin.v1.StatusResponse.members:type_name -> qhin.v1.Member
+	7,  // 3: qhin.v1.NodeStatusResponse.member:type_name -> qhin.v1.Member
+	24, // 4: qhin.v1.ChecksumsResponse.tables:type_name -> qhin.v1.TableChecksum
+	2,  // 5: qhin.v1.Cluster.Join:input_type -> qhin.v1.JoinRequest
+	4,  // 6: qhin.v1.Cluster.Remove:input_type -> qhin.v1.RemoveRequest
+	6,  // 7: qhin.v1.Cluster.Status:input_type -> qhin.v1.StatusRequest
+	9,  // 8: qhin.v1.Cluster.NodeStatus:input_type -> qhin.v1.NodeStatusRequest
+	11, // 9: qhin.v1.Cluster.Brokers:input_type -> qhin.v1.BrokersRequest
+	13, // 10: qhin.v1.Cluster.Apply:input_type -> qhin.v1.ApplyRequest
+	15, // 11: qhin.v1.Cluster.ReadIndex:input_type -> qhin.v1.ReadIndexRequest
+	17, // 12: qhin.v1.Cluster.SaveSnapshot:input_type -> qhin.v1.SaveSnapshotRequest
+	18, // 13: qhin.v1.Cluster.RestoreSnapshot:input_type -> qhin.v1.SnapshotChunk
+	20, // 14: qhin.v1.Cluster.WaitApplied:input_type -> qhin.v1.WaitAppliedRequest
+	22, // 15: qhin.v1.Cluster.Checksums:input_type -> qhin.v1.ChecksumsRequest
+	3,  // 16: qhin.v1.Cluster.Join:output_type -> qhin.v1.JoinResponse
+	5,  // 17: qhin.v1.Cluster.Remove:output_type -> qhin.v1.RemoveResponse
+	8,  // 18: qhin.v1.Cluster.Status:output_type -> qhin.v1.StatusResponse
+	10, // 19: qhin.v1.Cluster.NodeStatus:output_type -> qhin.v1.NodeStatusResponse
+	12, // 20: qhin.v1.Cluster.Brokers:output_type -> qhin.v1.BrokersResponse
+	14, // 21: qhin.v1.Cluster.Apply:output_type -> qhin.v1.ApplyResponse
+	16, // 22: qhin.v1.Cluster.ReadIndex:output_type -> qhin.v1.ReadIndexResponse
+	18, // 23: qhin.v1.Cluster.SaveSnapshot:output_type -> qhin.v1.SnapshotChunk
+	19, // 24: qhin.v1.Cluster.RestoreSnapshot:output_type -> qhin.v1.RestoreSnapshotResponse
+	21, // 25: qhin.v1.Cluster.WaitApplied:output_type -> qhin.v1.WaitAppliedResponse
+	23, // 26: qhin.v1.Cluster.Checksums:output_type -> qhin.v1.ChecksumsResponse
+	16, // [16:27] is the sub-list for method output_type
+	5,  // [5:16] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_qhin_v1_cluster_proto_init() }
@@ -1102,7 +1484,7 @@ func file_qhin_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qhin_v1_cluster_proto_rawDesc), len(file_qhin_v1_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,8 @@ const (
 	Cluster_ReadIndex_FullMethodName       = "/qhin.v1.Cluster/ReadIndex"
 	Cluster_SaveSnapshot_FullMethodName    = "/qhin.v1.Cluster/SaveSnapshot"
 	Cluster_RestoreSnapshot_FullMethodName = "/qhin.v1.Cluster/RestoreSnapshot"
+	Cluster_WaitApplied_FullMethodName     = "/qhin.v1.Cluster/WaitApplied"
+	Cluster_Checksums_FullMethodName       = "/qhin.v1.Cluster/Checksums"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -58,8 +60,16 @@ type ClusterClient interface {
 	// SaveSnapshot streams a consistent copy of the replicated state.
 	SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
 	// RestoreSnapshot replaces the replicated state of the whole cluster with a
-	// saved snapshot.
+	// saved snapshot. Any member accepts it and forwards it to the leader.
 	RestoreSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, RestoreSnapshotResponse], error)
+	// WaitApplied answers once the broker has applied the entry at index, or
+	// fails when the call's deadline passes first. A broker acknowledges a
+	// write that withdraws access only after every other broker answered it
+	// (or can no longer answer queries).
+	WaitApplied(ctx context.Context, in *WaitAppliedRequest, opts ...grpc.CallOption) (*WaitAppliedResponse, error)
+	// Checksums returns the leader's table digests as of an applied index, for
+	// a follower to compare with its own.
+	Checksums(ctx context.Context, in *ChecksumsRequest, opts ...grpc.CallOption) (*ChecksumsResponse, error)
 }
 
 type clusterClient struct {
@@ -172,6 +182,26 @@ func (c *clusterClient) RestoreSnapshot(ctx context.Context, opts ...grpc.CallOp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cluster_RestoreSnapshotClient = grpc.ClientStreamingClient[SnapshotChunk, RestoreSnapshotResponse]
 
+func (c *clusterClient) WaitApplied(ctx context.Context, in *WaitAppliedRequest, opts ...grpc.CallOption) (*WaitAppliedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitAppliedResponse)
+	err := c.cc.Invoke(ctx, Cluster_WaitApplied_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterClient) Checksums(ctx context.Context, in *ChecksumsRequest, opts ...grpc.CallOption) (*ChecksumsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChecksumsResponse)
+	err := c.cc.Invoke(ctx, Cluster_Checksums_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -200,8 +230,16 @@ type ClusterServer interface {
 	// SaveSnapshot streams a consistent copy of the replicated state.
 	SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
 	// RestoreSnapshot replaces the replicated state of the whole cluster with a
-	// saved snapshot.
+	// saved snapshot. Any member accepts it and forwards it to the leader.
 	RestoreSnapshot(grpc.ClientStreamingServer[SnapshotChunk, RestoreSnapshotResponse]) error
+	// WaitApplied answers once the broker has applied the entry at index, or
+	// fails when the call's deadline passes first. A broker acknowledges a
+	// write that withdraws access only after every other broker answered it
+	// (or can no longer answer queries).
+	WaitApplied(context.Context, *WaitAppliedRequest) (*WaitAppliedResponse, error)
+	// Checksums returns the leader's table digests as of an applied index, for
+	// a follower to compare with its own.
+	Checksums(context.Context, *ChecksumsRequest) (*ChecksumsResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -238,6 +276,12 @@ func (UnimplementedClusterServer) SaveSnapshot(*SaveSnapshotRequest, grpc.Server
 }
 func (UnimplementedClusterServer) RestoreSnapshot(grpc.ClientStreamingServer[SnapshotChunk, RestoreSnapshotResponse]) error {
 	return status.Error(codes.Unimplemented, "method RestoreSnapshot not implemented")
+}
+func (UnimplementedClusterServer) WaitApplied(context.Context, *WaitAppliedRequest) (*WaitAppliedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitApplied not implemented")
+}
+func (UnimplementedClusterServer) Checksums(context.Context, *ChecksumsRequest) (*ChecksumsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Checksums not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -404,6 +448,42 @@ func _Cluster_RestoreSnapshot_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Cluster_RestoreSnapshotServer = grpc.ClientStreamingServer[SnapshotChunk, RestoreSnapshotResponse]
 
+func _Cluster_WaitApplied_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitAppliedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).WaitApplied(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_WaitApplied_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).WaitApplied(ctx, req.(*WaitAppliedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Cluster_Checksums_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChecksumsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Checksums(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Checksums_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Checksums(ctx, req.(*ChecksumsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -438,6 +518,14 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReadIndex",
 			Handler:    _Cluster_ReadIndex_Handler,
+		},
+		{
+			MethodName: "WaitApplied",
+			Handler:    _Cluster_WaitApplied_Handler,
+		},
+		{
+			MethodName: "Checksums",
+			Handler:    _Cluster_Checksums_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -170,8 +170,12 @@ func (x *Command) GetPayload() []byte {
 // CommandBatch is the payload of COMMAND_TYPE_BATCH: commands applied in one
 // transaction, in order.
 type CommandBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Commands      []*Command             `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Commands []*Command             `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
+	// The batch's results carry each command's error code only, not its
+	// result value: bulk writers need to know what failed, and the results
+	// stay small (they are remembered under the batch's request id).
+	CodesOnly     bool `protobuf:"varint,2,opt,name=codes_only,json=codesOnly,proto3" json:"codes_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -213,14 +217,24 @@ func (x *CommandBatch) GetCommands() []*Command {
 	return nil
 }
 
+func (x *CommandBatch) GetCodesOnly() bool {
+	if x != nil {
+		return x.CodesOnly
+	}
+	return false
+}
+
 // BrokerRecord is a broker node as the replicated state knows it.
 type BrokerRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	// The newest command version the broker applies. A leader proposes a
+	// command of a newer version only once every member publishes it.
+	MaxCommandVersion uint32 `protobuf:"varint,4,opt,name=max_command_version,json=maxCommandVersion,proto3" json:"max_command_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *BrokerRecord) Reset() {
@@ -272,6 +286,13 @@ func (x *BrokerRecord) GetGrpcAddr() string {
 		return x.GrpcAddr
 	}
 	return ""
+}
+
+func (x *BrokerRecord) GetMaxCommandVersion() uint32 {
+	if x != nil {
+		return x.MaxCommandVersion
+	}
+	return 0
 }
 
 // SetParticipantStatus is the payload of COMMAND_TYPE_SET_PARTICIPANT_STATUS.
@@ -425,14 +446,18 @@ func (x *BatchResult) GetResults() []*CommandResult {
 	return nil
 }
 
-// CommandResult is the outcome of one command in a batch.
+// CommandResult is the outcome of a command as the replicated state keeps
+// it (a batch's commands; a request id's first answer).
 type CommandResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Encoded result message; empty on error.
 	Result []byte `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
-	// Error code and message of a command that was refused.
-	ErrorCode     string `protobuf:"bytes,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
-	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Code of the error that refused the command, from broker/fsm's ordered
+	// table; never the error's text, which may differ between versions.
+	ErrorCode string `protobuf:"bytes,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	// The command withdrew access; a retry of its request waits, as the
+	// first attempt did, until every serving broker holds it.
+	Restricts     bool `protobuf:"varint,4,opt,name=restricts,proto3" json:"restricts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -481,11 +506,11 @@ func (x *CommandResult) GetErrorCode() string {
 	return ""
 }
 
-func (x *CommandResult) GetError() string {
+func (x *CommandResult) GetRestricts() bool {
 	if x != nil {
-		return x.Error
+		return x.Restricts
 	}
-	return ""
+	return false
 }
 
 var File_qhin_v1_command_proto protoreflect.FileDescriptor
@@ -499,13 +524,16 @@ const file_qhin_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12.\n" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
-	"\apayload\x18\x05 \x01(\fR\apayload\"<\n" +
+	"\apayload\x18\x05 \x01(\fR\apayload\"[\n" +
 	"\fCommandBatch\x12,\n" +
-	"\bcommands\x18\x01 \x03(\v2\x10.qhin.v1.CommandR\bcommands\"a\n" +
+	"\bcommands\x18\x01 \x03(\v2\x10.qhin.v1.CommandR\bcommands\x12\x1d\n" +
+	"\n" +
+	"codes_only\x18\x02 \x01(\bR\tcodesOnly\"\x91\x01\n" +
 	"\fBrokerRecord\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
-	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\"\x89\x01\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12.\n" +
+	"\x13max_command_version\x18\x04 \x01(\rR\x11maxCommandVersion\"\x89\x01\n" +
 	"\x14SetParticipantStatus\x12%\n" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x122\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1a.qhin.v1.ParticipantStatusR\x06status\x12\x16\n" +
@@ -513,12 +541,12 @@ const file_qhin_v1_command_proto_rawDesc = "" +
 	"\fRemoveBroker\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"?\n" +
 	"\vBatchResult\x120\n" +
-	"\aresults\x18\x01 \x03(\v2\x16.qhin.v1.CommandResultR\aresults\"\\\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.qhin.v1.CommandResultR\aresults\"q\n" +
 	"\rCommandResult\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1d\n" +
 	"\n" +
-	"error_code\x18\x02 \x01(\tR\terrorCode\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error*\xf5\x01\n" +
+	"error_code\x18\x02 \x01(\tR\terrorCode\x12\x1c\n" +
+	"\trestricts\x18\x04 \x01(\bR\trestrictsJ\x04\b\x03\x10\x04R\x05error*\xf5\x01\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12%\n" +
 	"!COMMAND_TYPE_REGISTER_PARTICIPANT\x10\x01\x12#\n" +

@@ -712,6 +712,340 @@ func (x *ListParticipantsResponse) GetParticipants() []*Participant {
 	return nil
 }
 
+// ParticipantWrite is one write of a WriteParticipants call.
+type ParticipantWrite struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Write:
+	//
+	//	*ParticipantWrite_Register
+	//	*ParticipantWrite_Update
+	//	*ParticipantWrite_SetStatus
+	Write         isParticipantWrite_Write `protobuf_oneof:"write"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParticipantWrite) Reset() {
+	*x = ParticipantWrite{}
+	mi := &file_qhin_v1_directory_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParticipantWrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParticipantWrite) ProtoMessage() {}
+
+func (x *ParticipantWrite) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_directory_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParticipantWrite.ProtoReflect.Descriptor instead.
+func (*ParticipantWrite) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_directory_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ParticipantWrite) GetWrite() isParticipantWrite_Write {
+	if x != nil {
+		return x.Write
+	}
+	return nil
+}
+
+func (x *ParticipantWrite) GetRegister() *Participant {
+	if x != nil {
+		if x, ok := x.Write.(*ParticipantWrite_Register); ok {
+			return x.Register
+		}
+	}
+	return nil
+}
+
+func (x *ParticipantWrite) GetUpdate() *Participant {
+	if x != nil {
+		if x, ok := x.Write.(*ParticipantWrite_Update); ok {
+			return x.Update
+		}
+	}
+	return nil
+}
+
+func (x *ParticipantWrite) GetSetStatus() *StatusChange {
+	if x != nil {
+		if x, ok := x.Write.(*ParticipantWrite_SetStatus); ok {
+			return x.SetStatus
+		}
+	}
+	return nil
+}
+
+type isParticipantWrite_Write interface {
+	isParticipantWrite_Write()
+}
+
+type ParticipantWrite_Register struct {
+	// As RegisterParticipant.
+	Register *Participant `protobuf:"bytes,1,opt,name=register,proto3,oneof"`
+}
+
+type ParticipantWrite_Update struct {
+	// As UpdateParticipant.
+	Update *Participant `protobuf:"bytes,2,opt,name=update,proto3,oneof"`
+}
+
+type ParticipantWrite_SetStatus struct {
+	// As SetParticipantStatus.
+	SetStatus *StatusChange `protobuf:"bytes,3,opt,name=set_status,json=setStatus,proto3,oneof"`
+}
+
+func (*ParticipantWrite_Register) isParticipantWrite_Write() {}
+
+func (*ParticipantWrite_Update) isParticipantWrite_Write() {}
+
+func (*ParticipantWrite_SetStatus) isParticipantWrite_Write() {}
+
+type StatusChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ParticipantId string                 `protobuf:"bytes,1,opt,name=participant_id,json=participantId,proto3" json:"participant_id,omitempty"`
+	Status        ParticipantStatus      `protobuf:"varint,2,opt,name=status,proto3,enum=qhin.v1.ParticipantStatus" json:"status,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusChange) Reset() {
+	*x = StatusChange{}
+	mi := &file_qhin_v1_directory_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusChange) ProtoMessage() {}
+
+func (x *StatusChange) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_directory_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusChange.ProtoReflect.Descriptor instead.
+func (*StatusChange) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_directory_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *StatusChange) GetParticipantId() string {
+	if x != nil {
+		return x.ParticipantId
+	}
+	return ""
+}
+
+func (x *StatusChange) GetStatus() ParticipantStatus {
+	if x != nil {
+		return x.Status
+	}
+	return ParticipantStatus_PARTICIPANT_STATUS_UNSPECIFIED
+}
+
+func (x *StatusChange) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type WriteParticipantsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 10,000 writes.
+	Writes []*ParticipantWrite `protobuf:"bytes,1,rep,name=writes,proto3" json:"writes,omitempty"`
+	// Idempotency key of the whole call.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Return each written participant; by default results carry only codes,
+	// which keeps bulk writes light.
+	ReturnParticipants bool `protobuf:"varint,3,opt,name=return_participants,json=returnParticipants,proto3" json:"return_participants,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *WriteParticipantsRequest) Reset() {
+	*x = WriteParticipantsRequest{}
+	mi := &file_qhin_v1_directory_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteParticipantsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteParticipantsRequest) ProtoMessage() {}
+
+func (x *WriteParticipantsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_directory_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteParticipantsRequest.ProtoReflect.Descriptor instead.
+func (*WriteParticipantsRequest) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_directory_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WriteParticipantsRequest) GetWrites() []*ParticipantWrite {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+func (x *WriteParticipantsRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *WriteParticipantsRequest) GetReturnParticipants() bool {
+	if x != nil {
+		return x.ReturnParticipants
+	}
+	return false
+}
+
+type WriteParticipantsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per write, in order.
+	Results       []*ParticipantWriteResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteParticipantsResponse) Reset() {
+	*x = WriteParticipantsResponse{}
+	mi := &file_qhin_v1_directory_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteParticipantsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteParticipantsResponse) ProtoMessage() {}
+
+func (x *WriteParticipantsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_directory_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteParticipantsResponse.ProtoReflect.Descriptor instead.
+func (*WriteParticipantsResponse) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_directory_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *WriteParticipantsResponse) GetResults() []*ParticipantWriteResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type ParticipantWriteResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The participant as written, when return_participants was set and the
+	// write was applied.
+	Participant *Participant `protobuf:"bytes,1,opt,name=participant,proto3" json:"participant,omitempty"`
+	// gRPC status code (0 OK) and message of a refused write.
+	Code          int32  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParticipantWriteResult) Reset() {
+	*x = ParticipantWriteResult{}
+	mi := &file_qhin_v1_directory_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParticipantWriteResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParticipantWriteResult) ProtoMessage() {}
+
+func (x *ParticipantWriteResult) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_directory_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParticipantWriteResult.ProtoReflect.Descriptor instead.
+func (*ParticipantWriteResult) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_directory_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ParticipantWriteResult) GetParticipant() *Participant {
+	if x != nil {
+		return x.Participant
+	}
+	return nil
+}
+
+func (x *ParticipantWriteResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ParticipantWriteResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_qhin_v1_directory_proto protoreflect.FileDescriptor
 
 const file_qhin_v1_directory_proto_rawDesc = "" +
@@ -765,18 +1099,40 @@ const file_qhin_v1_directory_proto_rawDesc = "" +
 	"consistent\x122\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1a.qhin.v1.ParticipantStatusR\x06status\"T\n" +
 	"\x18ListParticipantsResponse\x128\n" +
-	"\fparticipants\x18\x01 \x03(\v2\x14.qhin.v1.ParticipantR\fparticipants*\x98\x01\n" +
+	"\fparticipants\x18\x01 \x03(\v2\x14.qhin.v1.ParticipantR\fparticipants\"\xb7\x01\n" +
+	"\x10ParticipantWrite\x122\n" +
+	"\bregister\x18\x01 \x01(\v2\x14.qhin.v1.ParticipantH\x00R\bregister\x12.\n" +
+	"\x06update\x18\x02 \x01(\v2\x14.qhin.v1.ParticipantH\x00R\x06update\x126\n" +
+	"\n" +
+	"set_status\x18\x03 \x01(\v2\x15.qhin.v1.StatusChangeH\x00R\tsetStatusB\a\n" +
+	"\x05write\"\x81\x01\n" +
+	"\fStatusChange\x12%\n" +
+	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x122\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x1a.qhin.v1.ParticipantStatusR\x06status\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x9d\x01\n" +
+	"\x18WriteParticipantsRequest\x121\n" +
+	"\x06writes\x18\x01 \x03(\v2\x19.qhin.v1.ParticipantWriteR\x06writes\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12/\n" +
+	"\x13return_participants\x18\x03 \x01(\bR\x12returnParticipants\"V\n" +
+	"\x19WriteParticipantsResponse\x129\n" +
+	"\aresults\x18\x01 \x03(\v2\x1f.qhin.v1.ParticipantWriteResultR\aresults\"~\n" +
+	"\x16ParticipantWriteResult\x126\n" +
+	"\vparticipant\x18\x01 \x01(\v2\x14.qhin.v1.ParticipantR\vparticipant\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage*\x98\x01\n" +
 	"\x11ParticipantStatus\x12\"\n" +
 	"\x1ePARTICIPANT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19PARTICIPANT_STATUS_ACTIVE\x10\x01\x12 \n" +
 	"\x1cPARTICIPANT_STATUS_SUSPENDED\x10\x02\x12\x1e\n" +
-	"\x1aPARTICIPANT_STATUS_RETIRED\x10\x032\xda\x03\n" +
+	"\x1aPARTICIPANT_STATUS_RETIRED\x10\x032\xb6\x04\n" +
 	"\tDirectory\x12`\n" +
 	"\x13RegisterParticipant\x12#.qhin.v1.RegisterParticipantRequest\x1a$.qhin.v1.RegisterParticipantResponse\x12Z\n" +
 	"\x11UpdateParticipant\x12!.qhin.v1.UpdateParticipantRequest\x1a\".qhin.v1.UpdateParticipantResponse\x12c\n" +
 	"\x14SetParticipantStatus\x12$.qhin.v1.SetParticipantStatusRequest\x1a%.qhin.v1.SetParticipantStatusResponse\x12Q\n" +
 	"\x0eGetParticipant\x12\x1e.qhin.v1.GetParticipantRequest\x1a\x1f.qhin.v1.GetParticipantResponse\x12W\n" +
-	"\x10ListParticipants\x12 .qhin.v1.ListParticipantsRequest\x1a!.qhin.v1.ListParticipantsResponseB3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
+	"\x10ListParticipants\x12 .qhin.v1.ListParticipantsRequest\x1a!.qhin.v1.ListParticipantsResponse\x12Z\n" +
+	"\x11WriteParticipants\x12!.qhin.v1.WriteParticipantsRequest\x1a\".qhin.v1.WriteParticipantsResponseB3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
 
 var (
 	file_qhin_v1_directory_proto_rawDescOnce sync.Once
@@ -791,7 +1147,7 @@ func file_qhin_v1_directory_proto_rawDescGZIP() []byte {
 }
 
 var file_qhin_v1_directory_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_qhin_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_qhin_v1_directory_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_qhin_v1_directory_proto_goTypes = []any{
 	(ParticipantStatus)(0),               // 0: qhin.v1.ParticipantStatus
 	(*Participant)(nil),                  // 1: qhin.v1.Participant
@@ -805,12 +1161,17 @@ var file_qhin_v1_directory_proto_goTypes = []any{
 	(*GetParticipantResponse)(nil),       // 9: qhin.v1.GetParticipantResponse
 	(*ListParticipantsRequest)(nil),      // 10: qhin.v1.ListParticipantsRequest
 	(*ListParticipantsResponse)(nil),     // 11: qhin.v1.ListParticipantsResponse
-	(*timestamppb.Timestamp)(nil),        // 12: google.protobuf.Timestamp
+	(*ParticipantWrite)(nil),             // 12: qhin.v1.ParticipantWrite
+	(*StatusChange)(nil),                 // 13: qhin.v1.StatusChange
+	(*WriteParticipantsRequest)(nil),     // 14: qhin.v1.WriteParticipantsRequest
+	(*WriteParticipantsResponse)(nil),    // 15: qhin.v1.WriteParticipantsResponse
+	(*ParticipantWriteResult)(nil),       // 16: qhin.v1.ParticipantWriteResult
+	(*timestamppb.Timestamp)(nil),        // 17: google.protobuf.Timestamp
 }
 var file_qhin_v1_directory_proto_depIdxs = []int32{
 	0,  // 0: qhin.v1.Participant.status:type_name -> qhin.v1.ParticipantStatus
-	12, // 1: qhin.v1.Participant.created_at:type_name -> google.protobuf.Timestamp
-	12, // 2: qhin.v1.Participant.updated_at:type_name -> google.protobuf.Timestamp
+	17, // 1: qhin.v1.Participant.created_at:type_name -> google.protobuf.Timestamp
+	17, // 2: qhin.v1.Participant.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 3: qhin.v1.RegisterParticipantRequest.participant:type_name -> qhin.v1.Participant
 	1,  // 4: qhin.v1.RegisterParticipantResponse.participant:type_name -> qhin.v1.Participant
 	1,  // 5: qhin.v1.UpdateParticipantRequest.participant:type_name -> qhin.v1.Participant
@@ -820,21 +1181,30 @@ var file_qhin_v1_directory_proto_depIdxs = []int32{
 	1,  // 9: qhin.v1.GetParticipantResponse.participant:type_name -> qhin.v1.Participant
 	0,  // 10: qhin.v1.ListParticipantsRequest.status:type_name -> qhin.v1.ParticipantStatus
 	1,  // 11: qhin.v1.ListParticipantsResponse.participants:type_name -> qhin.v1.Participant
-	2,  // 12: qhin.v1.Directory.RegisterParticipant:input_type -> qhin.v1.RegisterParticipantRequest
-	4,  // 13: qhin.v1.Directory.UpdateParticipant:input_type -> qhin.v1.UpdateParticipantRequest
-	6,  // 14: qhin.v1.Directory.SetParticipantStatus:input_type -> qhin.v1.SetParticipantStatusRequest
-	8,  // 15: qhin.v1.Directory.GetParticipant:input_type -> qhin.v1.GetParticipantRequest
-	10, // 16: qhin.v1.Directory.ListParticipants:input_type -> qhin.v1.ListParticipantsRequest
-	3,  // 17: qhin.v1.Directory.RegisterParticipant:output_type -> qhin.v1.RegisterParticipantResponse
-	5,  // 18: qhin.v1.Directory.UpdateParticipant:output_type -> qhin.v1.UpdateParticipantResponse
-	7,  // 19: qhin.v1.Directory.SetParticipantStatus:output_type -> qhin.v1.SetParticipantStatusResponse
-	9,  // 20: qhin.v1.Directory.GetParticipant:output_type -> qhin.v1.GetParticipantResponse
-	11, // 21: qhin.v1.Directory.ListParticipants:output_type -> qhin.v1.ListParticipantsResponse
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	1,  // 12: qhin.v1.ParticipantWrite.register:type_name -> qhin.v1.Participant
+	1,  // 13: qhin.v1.ParticipantWrite.update:type_name -> qhin.v1.Participant
+	13, // 14: qhin.v1.ParticipantWrite.set_status:type_name -> qhin.v1.StatusChange
+	0,  // 15: qhin.v1.StatusChange.status:type_name -> qhin.v1.ParticipantStatus
+	12, // 16: qhin.v1.WriteParticipantsRequest.writes:type_name -> qhin.v1.ParticipantWrite
+	16, // 17: qhin.v1.WriteParticipantsResponse.results:type_name -> qhin.v1.ParticipantWriteResult
+	1,  // 18: qhin.v1.ParticipantWriteResult.participant:type_name -> qhin.v1.Participant
+	2,  // 19: qhin.v1.Directory.RegisterParticipant:input_type -> qhin.v1.RegisterParticipantRequest
+	4,  // 20: qhin.v1.Directory.UpdateParticipant:input_type -> qhin.v1.UpdateParticipantRequest
+	6,  // 21: qhin.v1.Directory.SetParticipantStatus:input_type -> qhin.v1.SetParticipantStatusRequest
+	8,  // 22: qhin.v1.Directory.GetParticipant:input_type -> qhin.v1.GetParticipantRequest
+	10, // 23: qhin.v1.Directory.ListParticipants:input_type -> qhin.v1.ListParticipantsRequest
+	14, // 24: qhin.v1.Directory.WriteParticipants:input_type -> qhin.v1.WriteParticipantsRequest
+	3,  // 25: qhin.v1.Directory.RegisterParticipant:output_type -> qhin.v1.RegisterParticipantResponse
+	5,  // 26: qhin.v1.Directory.UpdateParticipant:output_type -> qhin.v1.UpdateParticipantResponse
+	7,  // 27: qhin.v1.Directory.SetParticipantStatus:output_type -> qhin.v1.SetParticipantStatusResponse
+	9,  // 28: qhin.v1.Directory.GetParticipant:output_type -> qhin.v1.GetParticipantResponse
+	11, // 29: qhin.v1.Directory.ListParticipants:output_type -> qhin.v1.ListParticipantsResponse
+	15, // 30: qhin.v1.Directory.WriteParticipants:output_type -> qhin.v1.WriteParticipantsResponse
+	25, // [25:31] is the sub-list for method output_type
+	19, // [19:25] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_qhin_v1_directory_proto_init() }
@@ -842,13 +1212,18 @@ func file_qhin_v1_directory_proto_init() {
 	if File_qhin_v1_directory_proto != nil {
 		return
 	}
+	file_qhin_v1_directory_proto_msgTypes[11].OneofWrappers = []any{
+		(*ParticipantWrite_Register)(nil),
+		(*ParticipantWrite_Update)(nil),
+		(*ParticipantWrite_SetStatus)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qhin_v1_directory_proto_rawDesc), len(file_qhin_v1_directory_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	Directory_SetParticipantStatus_FullMethodName = "/qhin.v1.Directory/SetParticipantStatus"
 	Directory_GetParticipant_FullMethodName       = "/qhin.v1.Directory/GetParticipant"
 	Directory_ListParticipants_FullMethodName     = "/qhin.v1.Directory/ListParticipants"
+	Directory_WriteParticipants_FullMethodName    = "/qhin.v1.Directory/WriteParticipants"
 )
 
 // DirectoryClient is the client API for Directory service.
@@ -38,6 +39,9 @@ type DirectoryClient interface {
 	SetParticipantStatus(ctx context.Context, in *SetParticipantStatusRequest, opts ...grpc.CallOption) (*SetParticipantStatusResponse, error)
 	GetParticipant(ctx context.Context, in *GetParticipantRequest, opts ...grpc.CallOption) (*GetParticipantResponse, error)
 	ListParticipants(ctx context.Context, in *ListParticipantsRequest, opts ...grpc.CallOption) (*ListParticipantsResponse, error)
+	// WriteParticipants applies many directory writes as one replicated
+	// entry, in order, for bulk loads; each write gets its own result.
+	WriteParticipants(ctx context.Context, in *WriteParticipantsRequest, opts ...grpc.CallOption) (*WriteParticipantsResponse, error)
 }
 
 type directoryClient struct {
@@ -98,6 +102,16 @@ func (c *directoryClient) ListParticipants(ctx context.Context, in *ListParticip
 	return out, nil
 }
 
+func (c *directoryClient) WriteParticipants(ctx context.Context, in *WriteParticipantsRequest, opts ...grpc.CallOption) (*WriteParticipantsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WriteParticipantsResponse)
+	err := c.cc.Invoke(ctx, Directory_WriteParticipants_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DirectoryServer is the server API for Directory service.
 // All implementations must embed UnimplementedDirectoryServer
 // for forward compatibility.
@@ -110,6 +124,9 @@ type DirectoryServer interface {
 	SetParticipantStatus(context.Context, *SetParticipantStatusRequest) (*SetParticipantStatusResponse, error)
 	GetParticipant(context.Context, *GetParticipantRequest) (*GetParticipantResponse, error)
 	ListParticipants(context.Context, *ListParticipantsRequest) (*ListParticipantsResponse, error)
+	// WriteParticipants applies many directory writes as one replicated
+	// entry, in order, for bulk loads; each write gets its own result.
+	WriteParticipants(context.Context, *WriteParticipantsRequest) (*WriteParticipantsResponse, error)
 	mustEmbedUnimplementedDirectoryServer()
 }
 
@@ -134,6 +151,9 @@ func (UnimplementedDirectoryServer) GetParticipant(context.Context, *GetParticip
 }
 func (UnimplementedDirectoryServer) ListParticipants(context.Context, *ListParticipantsRequest) (*ListParticipantsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListParticipants not implemented")
+}
+func (UnimplementedDirectoryServer) WriteParticipants(context.Context, *WriteParticipantsRequest) (*WriteParticipantsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WriteParticipants not implemented")
 }
 func (UnimplementedDirectoryServer) mustEmbedUnimplementedDirectoryServer() {}
 func (UnimplementedDirectoryServer) testEmbeddedByValue()                   {}
@@ -246,6 +266,24 @@ func _Directory_ListParticipants_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Directory_WriteParticipants_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WriteParticipantsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServer).WriteParticipants(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Directory_WriteParticipants_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServer).WriteParticipants(ctx, req.(*WriteParticipantsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Directory_ServiceDesc is the grpc.ServiceDesc for Directory service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -272,6 +310,10 @@ var Directory_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListParticipants",
 			Handler:    _Directory_ListParticipants_Handler,
+		},
+		{
+			MethodName: "WriteParticipants",
+			Handler:    _Directory_WriteParticipants_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
