@@ -37,7 +37,8 @@ type appliedCommand struct {
 // lease has run out since the entry was committed, after which none of them
 // serves without it. A command that grants or changes nothing about access
 // returns once applied on the leader; a read that must see it asks for a
-// linearizable read (ReadLinearizable).
+// linearizable read (ReadLinearizable). When ctx is a gRPC call's, its
+// trailer names the leader (LeaderKey).
 func (n *Node) Apply(ctx context.Context, cmd *qhinv1.Command) (proto.Message, uint64, error) {
 	data, err := fsm.Encode(cmd)
 	if err != nil {
@@ -59,6 +60,7 @@ func (n *Node) Apply(ctx context.Context, cmd *qhinv1.Command) (proto.Message, u
 			}
 			return out, nil
 		})
+	n.tellLeader(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
