@@ -1,9 +1,11 @@
 // Package client connects participants and operators to a broker cluster as
-// one endpoint. Calls are spread over every broker; a broker that is down is
-// skipped, and a call that fails with Unavailable (broker gone, no leader
-// yet, a broker that cannot vouch for its state) is retried on another
-// broker within the call's own deadline (retry.go: the one retry policy).
-// The broker list is refreshed from the cluster.
+// one endpoint. Calls are spread over every broker, except that calls only
+// the leader runs go straight to the leader once the brokers have named it
+// (leader.go); a broker that is down is skipped, and a call that fails with
+// Unavailable (broker gone, no leader yet, a broker that cannot vouch for
+// its state) is retried on another broker within the call's own deadline
+// (retry.go: the one retry policy). The broker list is refreshed from the
+// cluster.
 package client
 
 import (
@@ -28,15 +30,17 @@ import (
 // cluster.
 const RefreshInterval = 30 * time.Second
 
-// serviceConfig spreads calls round-robin over the brokers; retries are the
+// serviceConfig spreads calls round-robin over the brokers, leader-only
+// calls to the leader once it is known (leader.go); retries are the
 // interceptors' (retry.go).
-const serviceConfig = `{"loadBalancingConfig": [{"round_robin": {}}]}`
+const serviceConfig = `{"loadBalancingConfig": [{"` + leaderFirstName + `": {}}]}`
 
 // Conn is a connection to every broker of a cluster.
 type Conn struct {
 	*grpc.ClientConn
-	res *manual.Resolver
-	log *slog.Logger
+	res   *manual.Resolver
+	log   *slog.Logger
+	route *leaderRoute
 
 	mu    sync.Mutex
 	addrs []string
@@ -61,19 +65,20 @@ func Dial(addrs []string, src pki.Source, log *slog.Logger) (*Conn, error) {
 	}
 	res := manual.NewBuilderWithScheme("qhin-brokers")
 	res.InitialState(state(addrs))
+	route := &leaderRoute{}
 	opts := append([]grpc.DialOption{
 		grpc.WithResolvers(res),
 		grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.AuthorizeRoles(self.ID.TrustDomain(), pki.RoleBroker))),
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
-		grpc.WithChainUnaryInterceptor(retryUnary),
+		grpc.WithChainUnaryInterceptor(route.unary),
 		grpc.WithChainStreamInterceptor(retryStream),
 	}, telemetry.DialOptions()...)
 	cc, err := grpc.NewClient(res.Scheme()+":///brokers", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial brokers: %w", err)
 	}
-	c := &Conn{ClientConn: cc, res: res, log: log, addrs: slices.Clone(addrs), stop: make(chan struct{})}
+	c := &Conn{ClientConn: cc, res: res, log: log, route: route, addrs: slices.Clone(addrs), stop: make(chan struct{})}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -95,6 +100,14 @@ func (c *Conn) Addrs() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.addrs)
+}
+
+// Leader returns the gRPC address of the broker this connection sends
+// leader-only calls to, or "" while it does not know it.
+func (c *Conn) Leader() string {
+	c.route.mu.Lock()
+	defer c.route.mu.Unlock()
+	return c.route.addr
 }
 
 // Refresh asks the cluster for its brokers and uses them from now on.

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/openqhin/openqhin/pki"
@@ -48,6 +50,7 @@ func sourceFor(t *testing.T, ca *pki.CA, role pki.Role, name string) pki.StaticS
 type fakeBroker struct {
 	qhinv1.UnimplementedGatewayServer
 	qhinv1.UnimplementedClusterServer
+	qhinv1.UnimplementedDirectoryServer
 
 	name    string
 	fail    codes.Code // codes.OK: answer
@@ -56,6 +59,22 @@ type fakeBroker struct {
 
 	srv  *grpc.Server
 	addr string
+
+	// leader is the address a write's trailer names (none when nil), as
+	// a broker names the leader that ran it; writes counts the writes
+	// this broker received.
+	leader atomic.Pointer[string]
+	writes atomic.Int64
+}
+
+// RegisterParticipant is a leader-only write: it answers as a broker does
+// when it ran or forwarded the write, naming the leader in the trailer.
+func (b *fakeBroker) RegisterParticipant(ctx context.Context, req *qhinv1.RegisterParticipantRequest) (*qhinv1.RegisterParticipantResponse, error) {
+	b.writes.Add(1)
+	if l := b.leader.Load(); l != nil {
+		grpc.SetTrailer(ctx, metadata.Pairs(LeaderKey, *l))
+	}
+	return &qhinv1.RegisterParticipantResponse{Participant: req.Participant}, nil
 }
 
 func (b *fakeBroker) DiscoverPatients(context.Context, *qhinv1.DiscoverPatientsRequest) (*qhinv1.DiscoverPatientsResponse, error) {
@@ -90,6 +109,7 @@ func startBroker(t *testing.T, name string, src pki.Source, fail codes.Code) *fa
 	)
 	qhinv1.RegisterGatewayServer(b.srv, b)
 	qhinv1.RegisterClusterServer(b.srv, b)
+	qhinv1.RegisterDirectoryServer(b.srv, b)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -382,5 +402,123 @@ func TestConn_CloseIsIdempotent(t *testing.T) {
 	}
 	if err := c.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// dialOperator connects to addrs as operator "ops".
+func dialOperator(t *testing.T, ca *pki.CA, addrs ...string) *Conn {
+	t.Helper()
+	c, err := Dial(addrs, sourceFor(t, ca, pki.RoleOperator, "ops"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func register(t *testing.T, c *Conn, id string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	_, err := c.Directory().RegisterParticipant(ctx, &qhinv1.RegisterParticipantRequest{Participant: &qhinv1.Participant{Id: id}})
+	return err
+}
+
+// TestConn_SendsWritesToTheLeaderTheBrokersName: once a broker has named the
+// leader in a write's trailer, the client sends that method's calls to the
+// leader alone, saving the forwarding hop; other calls stay spread over
+// every broker.
+func TestConn_SendsWritesToTheLeaderTheBrokersName(t *testing.T) {
+	ca := newCA(t)
+	var bs []*fakeBroker
+	for _, name := range []string{"a", "b", "c"} {
+		bs = append(bs, startBroker(t, name, sourceFor(t, ca, pki.RoleBroker, name), codes.OK))
+	}
+	leader := bs[1]
+	for _, b := range bs {
+		b.leader.Store(&leader.addr)
+	}
+	c := dialOperator(t, ca, bs[0].addr, bs[1].addr, bs[2].addr)
+	until(t, "every broker is connected", func() bool {
+		for _, b := range bs {
+			b.calls.Store(0)
+		}
+		for range 6 {
+			if _, err := c.Cluster().Brokers(context.Background(), &qhinv1.BrokersRequest{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return bs[0].calls.Load() > 0 && bs[1].calls.Load() > 0 && bs[2].calls.Load() > 0
+	})
+	if err := register(t, c, "first"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Leader(); got != leader.addr {
+		t.Fatalf("the client learnt leader %q, want %q", got, leader.addr)
+	}
+	before := [3]int64{bs[0].writes.Load(), bs[1].writes.Load(), bs[2].writes.Load()}
+	const n = 30
+	for i := range n {
+		if err := register(t, c, fmt.Sprintf("p%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, b := range bs {
+		want := before[i]
+		if b == leader {
+			want += n
+		}
+		if got := b.writes.Load(); got != want {
+			t.Errorf("broker %s received %d writes, want %d", b.name, got, want)
+		}
+	}
+	// Reads are not leader-only: still round robin.
+	for _, b := range bs {
+		b.calls.Store(0)
+	}
+	for range 6 {
+		if _, err := c.Cluster().Brokers(context.Background(), &qhinv1.BrokersRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if bs[0].calls.Load() == 0 || bs[2].calls.Load() == 0 {
+		t.Errorf("reads went to the leader only: %d %d %d", bs[0].calls.Load(), bs[1].calls.Load(), bs[2].calls.Load())
+	}
+}
+
+// TestConn_WritesFollowTheLeaderWhenItGoes: the leader stops; writes go on
+// through the other brokers (round robin), and move to the leader they name
+// next.
+func TestConn_WritesFollowTheLeaderWhenItGoes(t *testing.T) {
+	ca := newCA(t)
+	var bs []*fakeBroker
+	for _, name := range []string{"a", "b", "c"} {
+		bs = append(bs, startBroker(t, name, sourceFor(t, ca, pki.RoleBroker, name), codes.OK))
+	}
+	for _, b := range bs {
+		b.leader.Store(&bs[0].addr)
+	}
+	c := dialOperator(t, ca, bs[0].addr, bs[1].addr, bs[2].addr)
+	if err := register(t, c, "first"); err != nil {
+		t.Fatal(err)
+	}
+	bs[0].srv.Stop()
+	for _, b := range bs[1:] {
+		b.leader.Store(&bs[2].addr)
+	}
+	until(t, "writes reach the new leader", func() bool {
+		if err := register(t, c, "next"); err != nil {
+			t.Fatalf("write after the leader stopped: %v", err)
+		}
+		return c.Leader() == bs[2].addr
+	})
+	before := bs[1].writes.Load()
+	for i := range 10 {
+		if err := register(t, c, fmt.Sprintf("q%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := bs[1].writes.Load(); got != before {
+		t.Errorf("a broker that is not the leader received %d writes after the leader was named", got-before)
 	}
 }

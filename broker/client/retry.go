@@ -3,11 +3,13 @@ package client
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -18,7 +20,8 @@ import (
 // past the call's deadline; the last error is returned. Other codes are the
 // answer. Writes are safe to retry: they carry idempotency keys. Brokers
 // themselves do not retry: a broker forwards a leader-only call once and
-// answers Unavailable when that fails.
+// answers Unavailable when that fails. A call only the leader runs goes to
+// the leader first, when it is known (leader.go).
 const (
 	maxAttempts  = 8
 	firstBackoff = 25 * time.Millisecond
@@ -46,9 +49,18 @@ func pause(ctx context.Context, attempt int) bool {
 	}
 }
 
-func retryUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+// unary is the unary interceptor of a Conn: each attempt goes to the
+// leader when the call is one only the leader runs and the leader is known
+// (leader.go), else round robin; Unavailable is retried as above.
+func (r *leaderRoute) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	for attempt := 0; ; attempt++ {
-		err := invoker(ctx, method, req, reply, cc, opts...)
+		actx, target := ctx, r.target(method)
+		if target != "" {
+			actx = withTarget(ctx, target)
+		}
+		var trailer metadata.MD
+		err := invoker(actx, method, req, reply, cc, append(slices.Clip(opts), grpc.Trailer(&trailer))...)
+		r.learn(method, trailer, err, target != "")
 		if status.Code(err) != codes.Unavailable || attempt+1 >= maxAttempts || !pause(ctx, attempt) {
 			return err
 		}

@@ -37,7 +37,8 @@ type appliedCommand struct {
 // lease has run out since the entry was committed, after which none of them
 // serves without it. A command that grants or changes nothing about access
 // returns once applied on the leader; a read that must see it asks for a
-// linearizable read (ReadLinearizable).
+// linearizable read (ReadLinearizable). When ctx is a gRPC call's, its
+// trailer names the leader (LeaderKey).
 func (n *Node) Apply(ctx context.Context, cmd *qhinv1.Command) (proto.Message, uint64, error) {
 	data, err := fsm.Encode(cmd)
 	if err != nil {
@@ -59,6 +60,7 @@ func (n *Node) Apply(ctx context.Context, cmd *qhinv1.Command) (proto.Message, u
 			}
 			return out, nil
 		})
+	n.tellLeader(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -92,20 +94,17 @@ func (n *Node) ApplyForwarded(ctx context.Context, data []byte) (*qhinv1.ApplyRe
 }
 
 // applyLocal proposes a command on this node, the leader, after the checks
-// only a leader can make, and waits until it is applied here.
+// only a leader can make, and waits until it is applied here. A single
+// command goes through the group commit queue (commit.go).
 func (n *Node) applyLocal(ctx context.Context, cmd *qhinv1.Command, data []byte) (appliedCommand, error) {
 	if err := n.checkProposal(cmd); err != nil {
 		return appliedCommand{}, err
 	}
-	f := n.raft.Apply(data, timeoutOf(ctx))
-	if err := f.Error(); err != nil {
-		return appliedCommand{}, n.raftError(err)
+	if cmd.Type == qhinv1.CommandType_COMMAND_TYPE_BATCH || n.cfg.noGroupCommit {
+		// A caller's own batch is an entry already (batches do not nest).
+		return n.propose(data, timeoutOf(ctx))
 	}
-	r, ok := f.Response().(*fsm.Result)
-	if !ok || r == nil {
-		return appliedCommand{}, fmt.Errorf("entry %d produced no result", f.Index())
-	}
-	return appliedCommand{value: r.Value, index: r.Index, restricts: r.Restricts}, r.Err
+	return n.commits.apply(ctx, cmd, data)
 }
 
 // checkProposal refuses a command the leader must not propose: one whose

@@ -17,32 +17,46 @@ import (
 // disk and the production Raft timers: the cost of Raft and storage without
 // gRPC or TLS. They report acknowledged writes (entries) per second.
 
-func benchCluster(b *testing.B) *testCluster {
-	return newCluster(b, 3, func(_ int, tn *testNode) {
+func benchCluster(b *testing.B, opts ...func(int, *testNode)) *testCluster {
+	return newCluster(b, 3, append([]func(int, *testNode){func(_ int, tn *testNode) {
 		tn.heartbeat, tn.lease = DefaultHeartbeatTimeout, DefaultLeaderLeaseTimeout
-	})
+	}}, opts...)...)
 }
 
 // BenchmarkApply_16Writers: 16 writers each propose one command at a time
-// on the leader.
+// on the leader, through group commit (the production path) and with every
+// command its own entry (as before group commit). It reports acknowledged
+// writes per second and, grouped, the commands per Raft entry.
 func BenchmarkApply_16Writers(b *testing.B) {
-	c := benchCluster(b)
-	var seq, retries atomic.Int64
-	per := b.N/16 + 1
-	b.ResetTimer()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			for range per {
-				cmd := registerCmd(b, fmt.Sprintf("b%d", seq.Add(1)), "")
-				c.applyRetrying(cmd, &retries)
+	for _, mode := range []struct {
+		name    string
+		grouped bool
+	}{{"grouped", true}, {"entry-per-write", false}} {
+		b.Run(mode.name, func(b *testing.B) {
+			c := benchCluster(b, func(_ int, tn *testNode) { tn.noGroupCommit = !mode.grouped })
+			leader := c.nodes[c.waitLeader(-1)].node
+			rounds0, cmds0 := leader.GroupCommits()
+			var seq, retries atomic.Int64
+			per := b.N/16 + 1
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for range 16 {
+				wg.Go(func() {
+					for range per {
+						cmd := registerCmd(b, fmt.Sprintf("b%d", seq.Add(1)), "")
+						c.applyRetrying(cmd, &retries)
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(per*16)/time.Since(start).Seconds(), "writes/s")
+			b.ReportMetric(float64(retries.Load()), "retries")
+			if rounds, cmds := leader.GroupCommits(); rounds > rounds0 {
+				b.ReportMetric(float64(cmds-cmds0)/float64(rounds-rounds0), "writes/entry")
 			}
 		})
 	}
-	wg.Wait()
-	b.ReportMetric(float64(per*16)/time.Since(start).Seconds(), "writes/s")
-	b.ReportMetric(float64(retries.Load()), "retries")
 }
 
 // applyRetrying applies cmd on the leader, again on the next leader when

@@ -11,6 +11,15 @@
 // node that cannot run it answers Unavailable with a LeaderHint. Brokers do
 // not retry: the client (broker/client) does, within the caller's deadline.
 //
+// Clients send writes to the leader directly once a broker has named it:
+// Apply names the leader in the call's trailer (LeaderKey), whether it ran
+// the write or forwarded it.
+//
+// Group commit (commit.go). On the leader, single commands that arrive
+// while a Raft round is in flight wait for it to finish and then go into
+// the next round together, as one batch entry; each keeps its own result,
+// request id and acknowledgement rule. A lone command is proposed at once.
+//
 // Serving (fence.go, serve.go). A follower serves while the leader told
 // it, less than a lease (the election timeout) ago, a commit index it has
 // applied; a leader once it applied a barrier of its own term. A node whose

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -22,6 +23,20 @@ const ForwardedKey = "qhin-forwarded"
 func Forwarded(ctx context.Context) bool {
 	md, ok := metadata.FromIncomingContext(ctx)
 	return ok && len(md.Get(ForwardedKey)) > 0
+}
+
+// LeaderKey is the response trailer in which a broker names the gRPC
+// address of the leader that ran a write (Apply), whether the broker ran it
+// as the leader or forwarded it: clients send later writes straight to the
+// leader (broker/client), saving the forwarding hop.
+const LeaderKey = "qhin-leader"
+
+// tellLeader names the leader, when known, in the trailer of the gRPC call
+// ctx belongs to (nothing when ctx is not a gRPC call's).
+func (n *Node) tellLeader(ctx context.Context) {
+	if _, addr := n.Leader(); addr != "" {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(LeaderKey, addr))
+	}
 }
 
 func (n *Node) markForwarded(ctx context.Context) context.Context {

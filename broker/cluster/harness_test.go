@@ -71,9 +71,12 @@ type testNode struct {
 	fsm   fsm.Options
 	// heartbeat and lease: testHeartbeat and testLease unless set.
 	heartbeat, lease time.Duration
-	node             *Node
-	srv              *grpc.Server
-	done             chan struct{}
+	// noGroupCommit and beforeRound: the Config test hooks.
+	noGroupCommit bool
+	beforeRound   func([]*qhinv1.Command)
+	node          *Node
+	srv           *grpc.Server
+	done          chan struct{}
 }
 
 type testCluster struct {
@@ -168,7 +171,7 @@ func (c *testCluster) start(i int) {
 		Source: tn.src, TrustDomain: testTD,
 		HeartbeatTimeout: tn.heartbeat, ElectionTimeout: tn.heartbeat, LeaderLeaseTimeout: tn.lease,
 		Logger: c.log, RaftLogLevel: "info",
-		transport: tn.trans, fsmOptions: tn.fsm,
+		transport: tn.trans, fsmOptions: tn.fsm, noGroupCommit: tn.noGroupCommit, beforeRound: tn.beforeRound,
 		wrapLogStore: func(l raft.LogStore) raft.LogStore { tn.logs.LogStore = l; return tn.logs },
 	})
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/openqhin/openqhin/broker/fsm"
 	"github.com/openqhin/openqhin/pki"
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
 // Defaults for Config fields left zero.
@@ -95,10 +96,15 @@ type Config struct {
 
 	// Test hooks, set by this package's tests only: a Raft transport in
 	// place of the mutual-TLS one (hashicorp/raft's in-memory transport),
-	// a wrapper of the log store, and state machine options.
+	// a wrapper of the log store, state machine options, and a hook called
+	// with each group commit round before it is proposed.
 	transport    raft.Transport
 	wrapLogStore func(raft.LogStore) raft.LogStore
 	fsmOptions   fsm.Options
+	beforeRound  func([]*qhinv1.Command)
+	// noGroupCommit proposes every single command as its own entry, as
+	// before group commit, for the benchmarks' comparison.
+	noGroupCommit bool
 }
 
 // Node is one broker's member of the Raft cluster.
@@ -116,6 +122,9 @@ type Node struct {
 	peers  *peers
 	fence  *fence
 	lease  time.Duration
+	// commits coalesces the single commands proposed on this node while
+	// it leads (commit.go).
+	commits *groupCommit
 
 	// leaderReadyTerm is the term in which this node, as leader, has
 	// committed and applied a barrier: from then on its state holds
@@ -159,6 +168,8 @@ func Open(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, stop: make(chan struct{}), recoverCh: make(chan struct{}, 1),
 		lease: cfg.ElectionTimeout}
 	n.fence = newFence(n.lease)
+	n.commits = newGroupCommit(n)
+	n.commits.beforeRound = cfg.beforeRound
 	ok := false
 	defer func() {
 		if !ok {
@@ -275,6 +286,7 @@ func Open(cfg Config) (*Node, error) {
 	if !hasState && !cfg.Bootstrap && len(cfg.Join) > 0 {
 		n.goFunc(n.joinLoop)
 	}
+	n.goFunc(n.commits.run)
 	n.goFunc(n.announceLoop)
 	n.goFunc(n.verifyLoop)
 	n.goFunc(n.recoverLoop)

@@ -102,6 +102,11 @@ type Result struct {
 	// Restricts reports a command that withdrew access (a suspension, a
 	// retirement, fewer purposes).
 	Restricts bool
+	// Items are the results of a batch's commands, in order, as applied
+	// on this node: each with its own value or error, as if applied alone.
+	// Nil for a command that is not a batch, and for a batch whose stored
+	// result was replayed (BatchResults decodes that one).
+	Items []*Result
 
 	directory bool // the command changed the directory
 }

@@ -183,6 +183,7 @@ func applyBatch(t *txn, _ *qhinv1.Command, payload proto.Message) (proto.Message
 		if err != nil {
 			return nil, &storageError{err}
 		}
+		t.items = append(t.items, r)
 		value := r.Value
 		if batch.CodesOnly {
 			value = nil

@@ -418,9 +418,11 @@ func (f *FSM) applyCommand(t *txn, cmd *qhinv1.Command) (*Result, error) {
 			return replay(cmd, h, stored), nil
 		}
 	}
-	outer := t.restricts
-	t.restricts = false
+	outer, outerItems := t.restricts, t.items
+	t.restricts, t.items = false, nil
 	value, err := h.apply(t, cmd, payload)
+	items := t.items
+	t.items = outerItems
 	var se *storageError
 	if errors.As(err, &se) {
 		return nil, se.err
@@ -435,7 +437,10 @@ func (f *FSM) applyCommand(t *txn, cmd *qhinv1.Command) (*Result, error) {
 			return nil, fmt.Errorf("remember request: %w", perr)
 		}
 	}
-	return &Result{Value: value, Err: err, directory: h.directory && err == nil, Restricts: restricts}, nil
+	if err != nil {
+		items = nil
+	}
+	return &Result{Value: value, Err: err, directory: h.directory && err == nil, Restricts: restricts, Items: items}, nil
 }
 
 func replay(cmd *qhinv1.Command, h handler, stored []byte) *Result {

@@ -301,6 +301,25 @@ func TestApply_Batch(t *testing.T) {
 	if ps, _ := a.f.Participants(0); len(ps) != 2 {
 		t.Errorf("%d participants, want 2", len(ps))
 	}
+	// The live results: each command's own, as if applied alone.
+	if len(r.Items) != len(cmds) {
+		t.Fatalf("%d live results, want %d", len(r.Items), len(cmds))
+	}
+	for i, it := range r.Items {
+		if (i == 2) != (it.Err != nil) {
+			t.Errorf("live result %d: err = %v", i, it.Err)
+		}
+		if want := i == 3; it.Restricts != want {
+			t.Errorf("live result %d: restricts = %v, want %v", i, it.Restricts, want)
+		}
+	}
+	alone := a.apply(register(t, "p1", ""))
+	if got, want := r.Items[2].Err.Error(), alone.Err.Error(); got != want {
+		t.Errorf("refused command in a batch: %q, alone: %q", got, want)
+	}
+	if p := r.Items[0].Value.(*qhinv1.Participant); p.Id != "p1" || p.Status != qhinv1.ParticipantStatus_PARTICIPANT_STATUS_ACTIVE {
+		t.Errorf("live result 0: %v", p)
+	}
 }
 
 func TestApplyBatch_ConfigurationEntriesPassThrough(t *testing.T) {

@@ -14,6 +14,8 @@ type txn struct {
 	// fewer purposes): it is acknowledged only once every broker still
 	// answering queries holds it.
 	restricts bool
+	// items collects the results of a batch's commands as they apply.
+	items []*Result
 }
 
 func (f *FSM) begin(tx *bolt.Tx) (*txn, error) {

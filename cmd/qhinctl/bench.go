@@ -482,7 +482,7 @@ func printRaft(w io.Writer, r *bench.RaftResult) {
 	printMachine(w, r.Machine)
 	fmt.Fprintln(w)
 	t := &table{tw: newTabWriter(w)}
-	t.row("WRITES", "ENTRIES", "CALLS", "ERRORS", "ENTRIES/S", "MIN ROUND", "MAX ROUND", "CALL P50", "CALL P99")
+	t.row("WRITES", "ENTRIES", "CALLS", "ERRORS", "ENTRIES/S", "MIN ROUND", "MAX ROUND", "CALL P50", "CALL P99", "CPU S/1000", "WRITES/ENTRY")
 	var seq float64
 	for _, m := range r.Writes {
 		lo, hi := minMax(m.RoundPerSecond)
@@ -497,7 +497,12 @@ func printRaft(w io.Writer, r *bench.RaftResult) {
 		case "restricting":
 			mode = "restricting (suspend/resume)"
 		}
-		t.row(mode, m.Entries, m.Calls, m.Errors, fmt.Sprintf("%.0f", m.PerSecond), fmt.Sprintf("%.0f", lo), fmt.Sprintf("%.0f", hi), m.Latency.P50, m.Latency.P99)
+		perEntry := "-"
+		if m.PerEntry > 0 {
+			perEntry = fmt.Sprintf("%.1f", m.PerEntry)
+		}
+		t.row(mode, m.Entries, m.Calls, m.Errors, fmt.Sprintf("%.0f", m.PerSecond), fmt.Sprintf("%.0f", lo), fmt.Sprintf("%.0f", hi), m.Latency.P50, m.Latency.P99,
+			fmt.Sprintf("%.3f", m.CPUPer1000), perEntry)
 	}
 	t.tw.Flush()
 	for _, m := range r.Writes {
@@ -512,9 +517,9 @@ func printRaft(w io.Writer, r *bench.RaftResult) {
 	if st := r.Steady; st.Duration > 0 {
 		fmt.Fprintln(w)
 		t = &table{tw: newTabWriter(w)}
-		t.row("STEADY", "DURATION", "WRITES", "ERRORS", "WRITES/S", "ELECTIONS", "TERM BEFORE", "TERM AFTER", "CALL P50", "CALL P99")
+		t.row("STEADY", "DURATION", "WRITES", "ERRORS", "WRITES/S", "ELECTIONS", "TERM BEFORE", "TERM AFTER", "CALL P50", "CALL P99", "WRITES/ENTRY")
 		t.row(fmt.Sprintf("concurrent (%d writers)", o.Concurrency), st.Duration, st.Writes, st.Errors, fmt.Sprintf("%.0f", st.PerSecond),
-			st.Elections, st.TermBefore, st.TermAfter, st.Latency.P50, st.Latency.P99)
+			st.Elections, st.TermBefore, st.TermAfter, st.Latency.P50, st.Latency.P99, fmt.Sprintf("%.1f", st.PerEntry))
 		t.tw.Flush()
 	}
 
@@ -542,6 +547,20 @@ func printRaft(w io.Writer, r *bench.RaftResult) {
 	t.row("AddBroker → participants checksum equal", s.Install)
 	t.row("AddBroker → ready", s.Ready)
 	t.tw.Flush()
+
+	if len(r.Goals) > 0 {
+		fmt.Fprintln(w)
+		t = &table{tw: newTabWriter(w)}
+		t.row("GOAL", "TARGET", "MEASURED", "MET")
+		for _, g := range r.Goals {
+			met := "no"
+			if g.Met {
+				met = "yes"
+			}
+			t.row(g.Name, g.Goal, g.Measured, met)
+		}
+		t.tw.Flush()
+	}
 	fmt.Fprintln(w)
 	printNotes(w, r.Notes)
 }

@@ -107,7 +107,18 @@ type RaftResult struct {
 	Steady   RaftSteady   `json:"steady"`
 	Failover RaftFailover `json:"failover"`
 	Snapshot RaftSnapshot `json:"snapshot"`
-	Notes    []string     `json:"notes"`
+	// Goals compares the figures of this run with the goals set for the
+	// replicated write path.
+	Goals []RaftGoal `json:"goals"`
+	Notes []string   `json:"notes"`
+}
+
+// RaftGoal is one goal of the write path and what this run measured.
+type RaftGoal struct {
+	Name     string `json:"name"`
+	Goal     string `json:"goal"`
+	Measured string `json:"measured"`
+	Met      bool   `json:"met"`
 }
 
 // RaftWrites is one write mode's throughput.
@@ -124,6 +135,12 @@ type RaftWrites struct {
 	// Latency of each acknowledged call.
 	Latency    Latency `json:"latency"`
 	FirstError string  `json:"first_error,omitempty"`
+	// CPUPer1000 is the process's CPU seconds (every broker, the client
+	// and the load generator) per 1,000 acknowledged entries.
+	CPUPer1000 float64 `json:"cpu_s_per_1000"`
+	// PerEntry is the single writes per Raft entry the leader proposed
+	// (group commit); zero for calls that are batches already.
+	PerEntry float64 `json:"writes_per_entry,omitempty"`
 }
 
 // RaftSteady is the concurrent write load held for a while, with the leader
@@ -143,6 +160,8 @@ type RaftSteady struct {
 	TermBefore   uint64  `json:"term_before"`
 	TermAfter    uint64  `json:"term_after"`
 	Latency      Latency `json:"latency"`
+	// PerEntry is the writes per Raft entry (group commit).
+	PerEntry float64 `json:"writes_per_entry"`
 }
 
 // RaftFailover is the time from killing the leader to the first write
@@ -225,8 +244,11 @@ func Raft(ctx context.Context, o RaftOptions, progress Progress) (*RaftResult, e
 		return nil, err
 	}
 	res.Elapsed = Duration(time.Since(res.Started))
+	res.Goals = raftGoals(res)
 	res.Notes = []string{
-		"every write goes through the public API: the operator's client (round robin over the brokers, mutual TLS) calls RegisterParticipant, SetParticipantStatus or WriteParticipants on any broker, which forwards it to the leader once; a call returns once the entry is committed and applied on the leader",
+		"every write goes through the public API: the operator's client calls RegisterParticipant, SetParticipantStatus or WriteParticipants over mutual TLS; it sends them to the leader once a broker has named it (any broker before that, which forwards the call to the leader once); a call returns once the entry is committed and applied on the leader",
+		"group commit: single writes that reach the leader while a Raft round is in flight are proposed together in the next round, as one entry with one result per write (writes/entry)",
+		"CPU s/1000 is the whole process's CPU time (all brokers, the client, the load generator) per 1,000 acknowledged entries",
 		"restricting: SetParticipantStatus suspend and resume in turn; a suspension returns only once every other broker confirmed it holds it",
 		fmt.Sprintf("batched: %d writers, each sending WriteParticipants calls of %d registrations (one Raft entry per call)", o.BatchWriters, o.Batch),
 		fmt.Sprintf("the write modes take turns in %d rounds of %v each", o.Rounds, o.Duration/time.Duration(o.Rounds)),
@@ -343,6 +365,8 @@ func (w *writer) writes(ctx context.Context, o RaftOptions, res *RaftResult, pro
 	}
 	res.Writes = make([]RaftWrites, len(modes))
 	lats := make([][]time.Duration, len(modes))
+	entries := make([][2]uint64, len(modes)) // group commit rounds, writes
+	cpu := make([]time.Duration, len(modes))
 	round := o.Duration / time.Duration(o.Rounds)
 	for r := range o.Rounds {
 		for k := range modes {
@@ -351,8 +375,13 @@ func (w *writer) writes(ctx context.Context, o RaftOptions, res *RaftResult, pro
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			rounds0, cmds0 := w.groupCommits()
 			lr := closedLoop(ctx, modes[m].workers, round, w.timeout, modes[m].call)
+			rounds1, cmds1 := w.groupCommits()
 			wr := &res.Writes[m]
+			entries[m][0] += rounds1 - rounds0
+			entries[m][1] += cmds1 - cmds0
+			cpu[m] += lr.cpu
 			wr.Calls += len(lr.lat)
 			wr.Entries += len(lr.lat) * modes[m].perCall
 			wr.Errors += lr.errors
@@ -368,8 +397,50 @@ func (w *writer) writes(ctx context.Context, o RaftOptions, res *RaftResult, pro
 		wr.Mode = modes[m].name
 		wr.PerSecond = median(wr.RoundPerSecond)
 		wr.Latency = summarize(lats[m])
+		if wr.Entries > 0 {
+			wr.CPUPer1000 = cpu[m].Seconds() * 1000 / float64(wr.Entries)
+		}
+		if modes[m].perCall == 1 && entries[m][0] > 0 {
+			wr.PerEntry = float64(entries[m][1]) / float64(entries[m][0])
+		}
 	}
 	return nil
+}
+
+// groupCommits sums, over the running brokers, the group commit rounds
+// proposed and the single writes they held.
+func (w *writer) groupCommits() (rounds, writes uint64) {
+	for _, b := range w.n.Brokers {
+		if b.Server != nil {
+			r, c := b.Server.Node().GroupCommits()
+			rounds, writes = rounds+r, writes+c
+		}
+	}
+	return rounds, writes
+}
+
+// raftGoals compares a run with the goals of the replicated write path.
+func raftGoals(r *RaftResult) []RaftGoal {
+	var out []RaftGoal
+	for _, m := range r.Writes {
+		switch m.Mode {
+		case "batched":
+			out = append(out, RaftGoal{Name: "batched writes (WriteParticipants)", Goal: ">= 50000 entries/s",
+				Measured: fmt.Sprintf("%.0f entries/s", m.PerSecond), Met: m.PerSecond >= 50000})
+		case "concurrent":
+			out = append(out, RaftGoal{Name: fmt.Sprintf("%d concurrent writers", r.Options.Concurrency), Goal: ">= 5000 writes/s",
+				Measured: fmt.Sprintf("%.0f writes/s", m.PerSecond), Met: m.PerSecond >= 5000})
+		}
+	}
+	if f := r.Failover; f.Kills > 0 {
+		out = append(out, RaftGoal{Name: fmt.Sprintf("failover, median of %d kills", f.Kills), Goal: "< 1.5s",
+			Measured: f.Median.String(), Met: time.Duration(f.Median) < 1500*time.Millisecond})
+	}
+	if st := r.Steady; st.Duration > 0 {
+		out = append(out, RaftGoal{Name: fmt.Sprintf("elections in %v of steady load", st.Duration), Goal: "0",
+			Measured: strconv.FormatUint(st.Elections, 10), Met: st.Elections == 0})
+	}
+	return out
 }
 
 // leaderChanges sums the leader changes every running broker observed.
@@ -391,8 +462,12 @@ func (w *writer) steady(ctx context.Context, o RaftOptions, res *RaftSteady, pro
 	}
 	res.TermBefore = leader.NodeStatus().Term
 	before := w.leaderChanges()
+	rounds0, cmds0 := w.groupCommits()
 	lr := closedLoop(ctx, o.Concurrency, o.Steady, w.timeout, func(ctx context.Context) error { return w.register(ctx, "y") })
 	res.Observations = w.leaderChanges() - before
+	if rounds1, cmds1 := w.groupCommits(); rounds1 > rounds0 {
+		res.PerEntry = float64(cmds1-cmds0) / float64(rounds1-rounds0)
+	}
 	if leader, _, err = w.leaderNode(ctx); err != nil {
 		return err
 	}
