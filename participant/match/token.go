@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
 // TokenSize is the length of a record-locator token in bytes: an
@@ -143,6 +145,20 @@ func (k *LinkageKey) ConfirmedTokens(q Record, pair Pair) []Token {
 		}
 		return true
 	})
+}
+
+// QueryTokens returns the tokens an initiator sends with a discovery query
+// for demographics d, or nil when d gives none (no birth date).
+func (k *LinkageKey) QueryTokens(d *qhinv1.Demographics) *qhinv1.LocatorTokens {
+	toks := k.Tokens(Normalize(d))
+	if len(toks) == 0 {
+		return nil
+	}
+	out := &qhinv1.LocatorTokens{KeyId: k.id, Tokens: make([][]byte, len(toks))}
+	for i := range toks {
+		out.Tokens[i] = toks[i][:]
+	}
+	return out
 }
 
 func (k *LinkageKey) tokens(r Record, keep func(tokenKind) bool) []Token {
