@@ -349,3 +349,38 @@ func (e *UnknownKeyError) Error() string {
 
 // Unwrap makes an UnknownKeyError match ErrNotFound.
 func (e *UnknownKeyError) Unwrap() error { return ErrNotFound }
+
+// LocatorSize describes the locator table on disk: its entries (one per
+// token and member), the bytes its pages use and the bytes of the pages it
+// occupies.
+type LocatorSize struct {
+	Entries    int
+	InUse      int64
+	Allocated  int64
+	Depth      int
+	LeafPages  int
+	FileBytes  int64
+	OtherBytes int64 // pages of every other table
+}
+
+// LocatorSize reads the locator table's page statistics (bbolt's
+// BucketStats).
+func (f *FSM) LocatorSize() (LocatorSize, error) {
+	var s LocatorSize
+	err := f.view(func(tx *bolt.Tx) error {
+		st := tx.Bucket(bucketLocator).Stats()
+		s.Entries = st.KeyN
+		s.InUse = int64(st.BranchInuse + st.LeafInuse)
+		s.Allocated = int64(st.BranchAlloc + st.LeafAlloc)
+		s.Depth, s.LeafPages = st.Depth, st.LeafPageN
+		s.FileBytes = tx.Size()
+		for _, b := range tables {
+			if !bytes.Equal(b, bucketLocator) {
+				o := tx.Bucket(b).Stats()
+				s.OtherBytes += int64(o.BranchAlloc + o.LeafAlloc)
+			}
+		}
+		return nil
+	})
+	return s, err
+}
