@@ -126,11 +126,10 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 	if err := match.Validate(req.Demographics); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	directory, _, err := g.s.routing.get(g.s.node.FSM())
+	ask, skipped, err := g.discoveryResponders(init.Id, req)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
-	ask, skipped := route(directory, init.Id, req.PurposeOfUse)
 	qc := &qhinv1.QueryContext{QueryId: newQueryID(), InitiatorParticipantId: init.Id, PurposeOfUse: req.PurposeOfUse, Requester: req.Requester}
 	byID := index(ask)
 

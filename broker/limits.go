@@ -53,6 +53,9 @@ type Limits struct {
 	// SendTimeout bounds how long the broker waits for an initiator to
 	// take each piece of a document it retrieves.
 	SendTimeout time.Duration
+	// MaxLocatorTokensPerMember caps the record-locator tokens one member
+	// may hold.
+	MaxLocatorTokensPerMember int
 }
 
 // WithDefaults returns l with every zero field set to its default.
@@ -72,6 +75,7 @@ func (l Limits) WithDefaults() Limits {
 	def(&l.MaxResponderMessageBytes, DefaultMaxResponderMessageBytes)
 	def(&l.MemberStreamWindowBytes, DefaultMemberStreamWindowBytes)
 	def(&l.MemberConnWindowBytes, DefaultMemberConnWindowBytes)
+	def(&l.MaxLocatorTokensPerMember, DefaultMaxLocatorTokensPerMember)
 	// gRPC takes windows as 32-bit numbers.
 	l.MemberStreamWindowBytes = min(l.MemberStreamWindowBytes, math.MaxInt32)
 	l.MemberConnWindowBytes = min(l.MemberConnWindowBytes, math.MaxInt32)

@@ -10,11 +10,57 @@ import (
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
-// route decides which members a discovery query goes to: every active member
-// but the initiator that answers the purpose. Suspended members and members
-// that do not answer the purpose are reported as skipped; retired members are
-// not mentioned.
-func route(directory []*qhinv1.Participant, initiator, purposeCode string) (ask []*qhinv1.Participant, skipped []*qhinv1.ResponderStatus) {
+// Routing says how a broker chooses the members a discovery query goes to.
+type Routing string
+
+// Routing modes (qhin-broker --routing).
+const (
+	// RoutingTargetedThenBroadcast asks the members the record locator
+	// lists for the query's tokens; when it lists none (or the query
+	// carries no tokens), every member.
+	RoutingTargetedThenBroadcast Routing = "targeted-then-broadcast"
+	// RoutingTargetedOnly asks the members the locator lists, and nobody
+	// when it lists none.
+	RoutingTargetedOnly Routing = "targeted-only"
+	// RoutingBroadcast asks every member, whatever the locator holds.
+	RoutingBroadcast Routing = "broadcast"
+)
+
+// DefaultRouting is the routing of a broker not told otherwise.
+const DefaultRouting = RoutingTargetedThenBroadcast
+
+// ParseRouting reads a routing mode.
+func ParseRouting(s string) (Routing, error) {
+	switch r := Routing(s); r {
+	case RoutingTargetedThenBroadcast, RoutingTargetedOnly, RoutingBroadcast:
+		return r, nil
+	}
+	return "", fmt.Errorf("routing must be %s, %s or %s", RoutingTargetedThenBroadcast, RoutingTargetedOnly, RoutingBroadcast)
+}
+
+// Routing decisions, as metrics and logs name them.
+const (
+	decisionTargeted  = "targeted"
+	decisionFallback  = "fallback"
+	decisionNone      = "none"
+	decisionBroadcast = "broadcast"
+)
+
+// NoLocatorHit is the detail of a member a targeted query did not ask.
+const NoLocatorHit = "no record-locator hit"
+
+// route decides which members a discovery query goes to. The candidates
+// are the active members but the initiator that answer the purpose;
+// suspended members and members that do not answer the purpose are
+// reported as skipped, retired members are not mentioned. holders are the
+// members the record locator lists for the query's tokens (nil when the
+// query carried none): unless mode is broadcast, a query goes to the
+// candidates among them, and the other candidates are skipped with
+// NoLocatorHit. When no candidate is a holder, targeted-then-broadcast asks
+// every candidate and targeted-only nobody. decision names what was done.
+func route(directory []*qhinv1.Participant, initiator, purposeCode string, mode Routing, holders map[string]bool) (ask []*qhinv1.Participant, skipped []*qhinv1.ResponderStatus, decision string) {
+	var candidates []*qhinv1.Participant
+	hits := 0
 	for _, p := range directory {
 		if p.Id == initiator {
 			continue
@@ -25,9 +71,31 @@ func route(directory []*qhinv1.Participant, initiator, purposeCode string) (ask 
 			}
 			continue
 		}
-		ask = append(ask, p)
+		candidates = append(candidates, p)
+		if holders[p.Id] {
+			hits++
+		}
 	}
-	return ask, skipped
+	switch {
+	case mode == RoutingBroadcast:
+		return candidates, skipped, decisionBroadcast
+	case hits == 0 && mode == RoutingTargetedOnly:
+		for _, p := range candidates {
+			skipped = append(skipped, fanout.Skipped(p.Id, NoLocatorHit))
+		}
+		return nil, skipped, decisionNone
+	case hits == 0:
+		return candidates, skipped, decisionFallback
+	}
+	ask = make([]*qhinv1.Participant, 0, hits)
+	for _, p := range candidates {
+		if holders[p.Id] {
+			ask = append(ask, p)
+		} else {
+			skipped = append(skipped, fanout.Skipped(p.Id, NoLocatorHit))
+		}
+	}
+	return ask, skipped, decisionTargeted
 }
 
 // askable reports whether a member may be asked a query of the purpose, and

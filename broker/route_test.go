@@ -41,7 +41,7 @@ func TestRoute_AsksActiveMembersThatAnswerThePurpose(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.initiator+"/"+tt.purpose, func(t *testing.T) {
-			ask, skipped := route(directory, tt.initiator, tt.purpose)
+			ask, skipped, _ := route(directory, tt.initiator, tt.purpose, RoutingBroadcast, nil)
 			var a, s []string
 			for _, p := range ask {
 				a = append(a, p.Id)
@@ -59,6 +59,87 @@ func TestRoute_AsksActiveMembersThatAnswerThePurpose(t *testing.T) {
 				t.Errorf("skipped %s, want %s", got, tt.skipped)
 			}
 		})
+	}
+}
+
+func TestRoute_Modes(t *testing.T) {
+	directory := []*qhinv1.Participant{
+		member("p1", active),
+		member("p2", active),
+		member("p3", active),
+		member("p4", active),
+		member("p5", suspended),
+		member("p6", active, "T-PYMNT"),
+	}
+	set := func(ids ...string) map[string]bool {
+		m := map[string]bool{}
+		for _, id := range ids {
+			m[id] = true
+		}
+		return m
+	}
+	tests := []struct {
+		name     string
+		mode     Routing
+		holders  map[string]bool
+		ask      string
+		noHit    string // skipped for want of a locator hit
+		decision string
+	}{
+		{"targeted hit", RoutingTargetedThenBroadcast, set("p3"), "p3", "p2,p4", decisionTargeted},
+		{"targeted hits", RoutingTargetedThenBroadcast, set("p2", "p4", "p9"), "p2,p4", "p3", decisionTargeted},
+		{"no hit falls back to broadcast", RoutingTargetedThenBroadcast, set(), "p2,p3,p4", "", decisionFallback},
+		{"no tokens fall back to broadcast", RoutingTargetedThenBroadcast, nil, "p2,p3,p4", "", decisionFallback},
+		{"a hit at the initiator only is no hit", RoutingTargetedThenBroadcast, set("p1"), "p2,p3,p4", "", decisionFallback},
+		{"hits at members that may not be asked are no hit", RoutingTargetedThenBroadcast, set("p5", "p6"), "p2,p3,p4", "", decisionFallback},
+		{"targeted-only hit", RoutingTargetedOnly, set("p4"), "p4", "p2,p3", decisionTargeted},
+		{"targeted-only without a hit asks nobody", RoutingTargetedOnly, set(), "", "p2,p3,p4", decisionNone},
+		{"broadcast ignores the locator", RoutingBroadcast, set("p3"), "p2,p3,p4", "", decisionBroadcast},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ask, skipped, decision := route(directory, "p1", "T-TRTMNT", tt.mode, tt.holders)
+			var a, noHit []string
+			for _, p := range ask {
+				a = append(a, p.Id)
+			}
+			other := map[string]string{}
+			for _, s := range skipped {
+				if s.Status != qhinv1.ResponderState_RESPONDER_STATE_SKIPPED {
+					t.Errorf("%s: status %v", s.ParticipantId, s.Status)
+				}
+				if s.Detail == NoLocatorHit {
+					noHit = append(noHit, s.ParticipantId)
+				} else {
+					other[s.ParticipantId] = s.Detail
+				}
+			}
+			if got := strings.Join(a, ","); got != tt.ask {
+				t.Errorf("ask %q, want %q", got, tt.ask)
+			}
+			if got := strings.Join(noHit, ","); got != tt.noHit {
+				t.Errorf("skipped for no hit %q, want %q", got, tt.noHit)
+			}
+			// The members that may not be asked are skipped for their
+			// own reasons in every mode.
+			if !strings.Contains(other["p5"], "suspended") || !strings.Contains(other["p6"], "does not answer") || len(other) != 2 {
+				t.Errorf("other skipped %v", other)
+			}
+			if decision != tt.decision {
+				t.Errorf("decision %s, want %s", decision, tt.decision)
+			}
+		})
+	}
+}
+
+func TestParseRouting(t *testing.T) {
+	for _, s := range []string{"targeted-then-broadcast", "targeted-only", "broadcast"} {
+		if r, err := ParseRouting(s); err != nil || string(r) != s {
+			t.Errorf("%s: %v %v", s, r, err)
+		}
+	}
+	if _, err := ParseRouting("targeted"); err == nil {
+		t.Error("targeted: no error")
 	}
 }
 

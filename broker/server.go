@@ -53,6 +53,9 @@ type Config struct {
 	MaxQueryTimeout time.Duration
 	// Limits bound the work one caller or member can cause.
 	Limits Limits
+	// Routing chooses the members of a discovery query (DefaultRouting
+	// when empty).
+	Routing Routing
 
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
@@ -92,6 +95,7 @@ type Server struct {
 	listener   *pki.Listener
 	queries    *inflight
 	retrievals *inflight
+	routes     *prometheus.CounterVec
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -122,6 +126,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxQueryTimeout <= 0 {
 		cfg.MaxQueryTimeout = DefaultMaxQueryTimeout
+	}
+	if cfg.Routing == "" {
+		cfg.Routing = DefaultRouting
+	}
+	if _, err := ParseRouting(string(cfg.Routing)); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
 	listener := pki.LimitListener(cfg.GRPCListener, cfg.Limits.Server)
@@ -174,6 +184,7 @@ func New(cfg Config) (*Server, error) {
 	s.telemetry.WatchListener(listener)
 	s.metrics = newMetrics(s.telemetry.Registry, node, s.refreshRouting)
 	s.routing.onReload = s.metrics.setMembers
+	s.routes = newRoutesMetric(s.telemetry.Registry)
 	opts, err := pki.ServerConfig{
 		Source: cfg.Source, Policy: pki.DefaultPolicy, Logger: log, Limits: cfg.Limits.Server,
 		Unary:  []grpc.UnaryServerInterceptor{s.telemetry.UnaryInterceptor()},
@@ -188,9 +199,10 @@ func New(cfg Config) (*Server, error) {
 	qhinv1.RegisterGatewayServer(s.grpc, &gateway{s: s})
 	qhinv1.RegisterDirectoryServer(s.grpc, &directory{s: s})
 	qhinv1.RegisterClusterServer(s.grpc, cluster.NewService(node, log))
+	qhinv1.RegisterLocatorServer(s.grpc, &locator{s: s})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
-	for _, svc := range []string{"", qhinv1.Gateway_ServiceDesc.ServiceName, qhinv1.Directory_ServiceDesc.ServiceName, qhinv1.Cluster_ServiceDesc.ServiceName} {
+	for _, svc := range []string{"", qhinv1.Gateway_ServiceDesc.ServiceName, qhinv1.Directory_ServiceDesc.ServiceName, qhinv1.Cluster_ServiceDesc.ServiceName, qhinv1.Locator_ServiceDesc.ServiceName} {
 		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
 
@@ -218,7 +230,7 @@ func (s *Server) watchReadiness() {
 				st = healthpb.HealthCheckResponse_SERVING
 			}
 			s.health.SetServingStatus("", st)
-			for _, svc := range []string{qhinv1.Gateway_ServiceDesc.ServiceName, qhinv1.Directory_ServiceDesc.ServiceName, qhinv1.Cluster_ServiceDesc.ServiceName} {
+			for _, svc := range []string{qhinv1.Gateway_ServiceDesc.ServiceName, qhinv1.Directory_ServiceDesc.ServiceName, qhinv1.Cluster_ServiceDesc.ServiceName, qhinv1.Locator_ServiceDesc.ServiceName} {
 				s.health.SetServingStatus(svc, st)
 			}
 			if ready {

@@ -19,6 +19,7 @@ import (
 	"github.com/openqhin/openqhin/broker"
 	"github.com/openqhin/openqhin/broker/client"
 	"github.com/openqhin/openqhin/participant"
+	"github.com/openqhin/openqhin/participant/match"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -61,6 +62,14 @@ type Options struct {
 	// is zero).
 	Metrics bool
 
+	// LinkageKey, when set, is the network's linkage key: participants
+	// publish their patients' record-locator tokens under it, and it is
+	// registered with the brokers once they run.
+	LinkageKey *match.LinkageKey
+	// Routing is the brokers' discovery routing (broker.DefaultRouting
+	// when empty).
+	Routing broker.Routing
+
 	// Logger receives every node's log, hashicorp/raft's included.
 	Logger *slog.Logger
 }
@@ -89,6 +98,9 @@ type ParticipantNode struct {
 	Server      *participant.Server
 	source      pki.Source
 	served      chan error
+	// brokers is the participant's connection to the brokers, with a
+	// linkage key.
+	brokers *client.Conn
 }
 
 // Network is a running network.
@@ -133,8 +145,89 @@ func Start(ctx context.Context, opts Options) (*Network, error) {
 	if err := n.registerParticipants(ctx); err != nil {
 		return nil, err
 	}
+	if err := n.registerLinkageKey(ctx); err != nil {
+		return nil, err
+	}
 	ok = true
 	return n, nil
+}
+
+// registerLinkageKey adds the network's linkage key to the brokers, and
+// tells the participants to publish their tokens now.
+func (n *Network) registerLinkageKey(ctx context.Context) error {
+	if n.opts.LinkageKey == nil {
+		return nil
+	}
+	conn, err := n.Dial(n.operator)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := setLinkageKey(ctx, conn, n.opts.LinkageKey.ID()); err != nil {
+		return err
+	}
+	for _, p := range n.Participants {
+		if p.Server != nil {
+			p.Server.KickLocator()
+		}
+	}
+	return nil
+}
+
+// setLinkageKey makes key id the network's active linkage key.
+func setLinkageKey(ctx context.Context, conn *client.Conn, id string) error {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := qhinv1.NewLocatorClient(conn).SetLinkageKey(cctx, &qhinv1.SetLinkageKeyRequest{
+		KeyId: id, State: qhinv1.LinkageKeyState_LINKAGE_KEY_STATE_ACTIVE, RequestId: "linkage-key-" + id})
+	if err != nil {
+		return fmt.Errorf("register linkage key %s: %w", id, err)
+	}
+	return nil
+}
+
+// WaitLocator waits until every running participant has told the brokers
+// every token it holds, and every running broker has applied what the
+// leader has: a discovery query then finds every member's patients through
+// the locator, whichever broker it reaches.
+func (n *Network) WaitLocator(ctx context.Context) error {
+	for {
+		pending := ""
+		for _, p := range n.Participants {
+			if p.Server == nil {
+				continue
+			}
+			st, ok, err := p.Server.Locator()
+			if err != nil {
+				return err
+			}
+			if ok && (!st.Computed || st.Publish+st.Withdraw > 0) {
+				pending = fmt.Sprintf("participant %s: %d to publish, %d to withdraw, computed %v", p.ID, st.Publish, st.Withdraw, st.Computed)
+				break
+			}
+		}
+		if pending == "" {
+			if l := n.Leader(); l >= 0 {
+				want := n.Brokers[l].Server.Node().FSM().AppliedIndex()
+				pending = ""
+				for _, b := range n.Brokers {
+					if b.Server != nil && b.Server.Node().FSM().AppliedIndex() < want {
+						pending = fmt.Sprintf("broker %s behind the leader", b.ID)
+					}
+				}
+				if pending == "" {
+					return nil
+				}
+			} else {
+				pending = "no leader"
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("locator not settled (%s): %w", pending, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // prepare lays a network out in opts.Dir without starting any node: the CA,
@@ -290,6 +383,7 @@ func (n *Network) StartBroker(i int) error {
 		SnapshotThreshold: n.opts.SnapshotThreshold,
 		SnapshotInterval:  n.opts.SnapshotInterval,
 		TrailingLogs:      n.opts.TrailingLogs,
+		Routing:           n.opts.Routing,
 		Logger:            n.log,
 	}
 	if i > 0 && !b.NoJoin {
@@ -371,16 +465,25 @@ func (n *Network) StartParticipant(j int) error {
 		}
 		p.MetricsAddr = ml.Addr().String()
 	}
-	s, err := participant.New(participant.Config{
+	cfg := participant.Config{
 		MetricsListener: ml,
 		Listener:        l,
 		DataDir:         filepath.Join(p.Dir, "data"),
 		Source:          p.source,
 		Delay:           n.opts.Delay[p.ID],
 		Logger:          n.log,
-	})
+	}
+	if n.opts.LinkageKey != nil {
+		if p.brokers, err = n.Dial(p.source); err != nil {
+			l.Close()
+			return err
+		}
+		cfg.LinkageKey, cfg.Brokers = n.opts.LinkageKey, p.brokers
+	}
+	s, err := participant.New(cfg)
 	if err != nil {
 		l.Close()
+		p.closeBrokers()
 		return err
 	}
 	p.Server = s
@@ -398,6 +501,27 @@ func (n *Network) KillParticipant(j int) {
 	p.Server.Kill()
 	<-p.served
 	p.Server = nil
+	p.closeBrokers()
+}
+
+// StopParticipant stops participant j gracefully.
+func (n *Network) StopParticipant(ctx context.Context, j int) error {
+	p := n.Participants[j]
+	if p.Server == nil {
+		return nil
+	}
+	err := p.Server.Stop(ctx)
+	<-p.served
+	p.Server = nil
+	p.closeBrokers()
+	return err
+}
+
+func (p *ParticipantNode) closeBrokers() {
+	if p.brokers != nil {
+		p.brokers.Close()
+		p.brokers = nil
+	}
 }
 
 // WaitReady waits until every running broker is ready.
@@ -520,12 +644,8 @@ func organization(id string) string {
 
 // Stop stops every node gracefully, participants first.
 func (n *Network) Stop(ctx context.Context) {
-	for _, p := range n.Participants {
-		if p.Server != nil {
-			p.Server.Stop(ctx)
-			<-p.served
-			p.Server = nil
-		}
+	for j := range n.Participants {
+		n.StopParticipant(ctx, j)
 	}
 	for i := range n.Brokers {
 		n.StopBroker(ctx, i)

@@ -122,22 +122,29 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 		}
 	}
 
+	if out := run("locator", "keygen", "--out", "linkage.key"); !strings.Contains(out, "linkage key") {
+		t.Fatalf("keygen said %q", out)
+	}
+
 	brokers := []string{port[0], port[1], port[2]}
 	start("qhin-broker", "--svid-dir", "b1", "--data-dir", "b1-data", "--listen", brokers[0], "--raft-listen", port[3], "--bootstrap")
 	start("qhin-broker", "--svid-dir", "b2", "--data-dir", "b2-data", "--listen", brokers[1], "--raft-listen", port[4], "--join", brokers[0])
 	start("qhin-broker", "--svid-dir", "b3", "--data-dir", "b3-data", "--listen", brokers[2], "--raft-listen", port[5], "--join", brokers[0])
 	start("qhin-participant", "--svid-dir", "p1", "--data-dir", "p1-data", "--listen", port[6],
-		"--broker", strings.Join(brokers, ","), "--api-listen", port[8])
-	start("qhin-participant", "--svid-dir", "p2", "--data-dir", "p2-data", "--listen", port[7])
-	start("qhin-participant", "--svid-dir", "p3", "--data-dir", "p3-data", "--listen", port[11])
+		"--broker", strings.Join(brokers, ","), "--api-listen", port[8], "--linkage-key-file", "linkage.key")
+	start("qhin-participant", "--svid-dir", "p2", "--data-dir", "p2-data", "--listen", port[7],
+		"--broker", strings.Join(brokers, ","), "--linkage-key-file", "linkage.key")
+	start("qhin-participant", "--svid-dir", "p3", "--data-dir", "p3-data", "--listen", port[11],
+		"--broker", strings.Join(brokers, ","), "--linkage-key-file", "linkage.key")
 
-	cfg := fmt.Sprintf("brokers: [%s]\noperator: {svid_dir: alice}\nparticipant: {id: p1, svid_dir: p1}\n", strings.Join(brokers, ", "))
+	cfg := fmt.Sprintf("brokers: [%s]\noperator: {svid_dir: alice}\nparticipant: {id: p1, svid_dir: p1}\nlinkage_key_file: linkage.key\n", strings.Join(brokers, ", "))
 	if err := os.WriteFile(filepath.Join(dir, "qhinctl.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	runUntil("directory", "register", "p1", "--organization", "Riverside General", "--endpoint", port[6])
 	runUntil("directory", "register", "p2", "--organization", "Lakeview Clinic", "--endpoint", port[7])
 	runUntil("directory", "register", "p3", "--organization", "Northern Valley HIE", "--endpoint", port[11])
+	runUntil("locator", "keys", "add", "--key-file", "linkage.key")
 
 	var st qhinv1.StatusResponse
 	waitFor(t, 30*time.Second, "three members in cluster status", func() bool {
@@ -162,8 +169,17 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 	}
 	stop(b4)
 
+	// Every member publishes its patients' tokens.
+	var loc qhinv1.LocatorStatusResponse
+	waitFor(t, 60*time.Second, "every member's tokens in the locator", func() bool {
+		if err := protoUnmarshalJSON(run("locator", "status", "-o", "json"), &loc); err != nil {
+			return false
+		}
+		return len(loc.Keys) == 1 && len(loc.Members) == 3
+	})
+
 	// The README's query, as p1, finds one person with a link at p2 and
-	// one at p3.
+	// one at p3, asking only them.
 	var found qhinv1.DiscoverPatientsResponse
 	out := run(append(query[1:], "-o", "json")...)
 	if err := protoUnmarshalJSON(out, &found); err != nil {

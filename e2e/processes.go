@@ -19,6 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/openqhin/openqhin/broker/client"
+	"github.com/openqhin/openqhin/participant/match"
 	"github.com/openqhin/openqhin/participant/store"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
@@ -43,6 +44,12 @@ type ProcessOptions struct {
 	BrokerBin, ParticipantBin string
 	// NodeArgs are added to every node's command line (log level, tracing).
 	NodeArgs []string
+	// BrokerArgs are added to every broker's command line (routing).
+	BrokerArgs []string
+	// LinkageKeyFile, when set, is the network's linkage key: every
+	// participant publishes its tokens under it, and Start adds its id to
+	// the brokers.
+	LinkageKeyFile string
 	// Output receives every node's standard output and error. Pass a file
 	// (the nodes then write to it directly, and keep doing so if this
 	// process dies) or nil to discard them.
@@ -145,6 +152,7 @@ func PrepareProcesses(opts ProcessOptions) (*ProcessNetwork, error) {
 			}
 			args = append(args, "--join", strings.Join(others, ","))
 		}
+		args = append(args, opts.BrokerArgs...)
 		n.Brokers = append(n.Brokers, &Process{
 			ID: b.ID, Role: pki.RoleBroker, Dir: b.Dir, GRPCAddr: b.GRPCAddr, RaftAddr: b.RaftAddr, MetricsAddr: b.MetricsAddr,
 			bin: opts.BrokerBin, args: append(args, common...), source: b.source,
@@ -156,6 +164,9 @@ func PrepareProcesses(opts ProcessOptions) (*ProcessNetwork, error) {
 			"--data-dir", filepath.Join(p.Dir, "data"),
 			"--listen", p.Addr,
 			"--metrics-listen", p.MetricsAddr,
+		}
+		if opts.LinkageKeyFile != "" {
+			args = append(args, "--broker", strings.Join(n.BrokerAddrs(), ","), "--linkage-key-file", opts.LinkageKeyFile)
 		}
 		n.Participants = append(n.Participants, &Process{
 			ID: p.ID, Role: pki.RoleParticipant, Dir: p.Dir, GRPCAddr: p.Addr, MetricsAddr: p.MetricsAddr,
@@ -310,7 +321,21 @@ func (n *ProcessNetwork) Start(ctx context.Context) (err error) {
 		ids = append(ids, p.ID)
 		addrs[p.ID] = p.GRPCAddr
 	}
-	return registerParticipants(ctx, conn.Directory(), ids, addrs)
+	if err := registerParticipants(ctx, conn.Directory(), ids, addrs); err != nil {
+		return err
+	}
+	if n.opts.LinkageKeyFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(n.opts.LinkageKeyFile)
+	if err != nil {
+		return err
+	}
+	key, err := match.ParseLinkageKey(b)
+	if err != nil {
+		return fmt.Errorf("%s: %w", n.opts.LinkageKeyFile, err)
+	}
+	return setLinkageKey(ctx, conn, key.ID())
 }
 
 // Restart starts a node that has exited again, with the same command line.

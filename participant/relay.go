@@ -8,8 +8,10 @@ import (
 	"net"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/openqhin/openqhin/broker/client"
+	"github.com/openqhin/openqhin/participant/match"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
@@ -20,10 +22,14 @@ import (
 type Relay struct {
 	qhinv1.UnimplementedGatewayServer
 	conn *client.Conn
+	key  *match.LinkageKey
 }
 
-// NewRelay relays to the brokers of conn.
-func NewRelay(conn *client.Conn) *Relay { return &Relay{conn: conn} }
+// NewRelay relays to the brokers of conn. With the network's linkage key
+// (nil for none), a discovery query that carries no record-locator tokens
+// gets the tokens of its demographics, so that the brokers ask only the
+// members that hold the person.
+func NewRelay(conn *client.Conn, key *match.LinkageKey) *Relay { return &Relay{conn: conn, key: key} }
 
 // CheckLoopback refuses a relay listener that is reachable from other hosts:
 // the relay has no authentication of its own.
@@ -37,6 +43,12 @@ func CheckLoopback(l net.Listener) error {
 
 // DiscoverPatients implements qhinv1.GatewayServer.
 func (r *Relay) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPatientsRequest) (*qhinv1.DiscoverPatientsResponse, error) {
+	if r.key != nil && len(req.LocatorTokens) == 0 {
+		if t := r.key.QueryTokens(req.Demographics); t != nil {
+			req = proto.Clone(req).(*qhinv1.DiscoverPatientsRequest)
+			req.LocatorTokens = []*qhinv1.LocatorTokens{t}
+		}
+	}
 	return r.conn.Gateway().DiscoverPatients(ctx, req)
 }
 

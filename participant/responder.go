@@ -73,7 +73,8 @@ func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderD
 	if err := r.delay(ctx); err != nil {
 		return nil, err
 	}
-	results := r.s.index.Search(match.Normalize(req.Demographics), r.s.cfg.MatchThreshold, r.s.cfg.MaxCandidates)
+	q := match.Normalize(req.Demographics)
+	results := r.s.index.Search(q, r.s.cfg.MatchThreshold, r.s.cfg.MaxCandidates)
 	resp := &qhinv1.ResponderDiscoverPatientsResponse{}
 	for _, m := range results {
 		d, err := r.s.store.Patient(m.ID)
@@ -85,6 +86,9 @@ func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderD
 			return nil, status.Error(codes.Internal, "reading a matched patient failed")
 		}
 		resp.Candidates = append(resp.Candidates, &qhinv1.Candidate{PatientId: m.ID, Demographics: d, Score: m.Score, Explanation: m.Pair.Explanation()})
+		if m.Pair.Decision == match.Match && r.s.locator != nil {
+			r.s.locator.confirmed(m.ID, q, m.Pair)
+		}
 	}
 	r.s.log.InfoContext(ctx, "discover", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
 		"purpose", req.Context.PurposeOfUse, "candidates", len(resp.Candidates))

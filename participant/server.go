@@ -50,6 +50,13 @@ type Config struct {
 	// MetricsListener, when set, serves Prometheus metrics at /metrics.
 	MetricsListener net.Listener
 	Logger          *slog.Logger
+	// LinkageKey, when set, is the network's linkage key: the member
+	// computes its patients' record-locator tokens under it and publishes
+	// them through Brokers, which it then needs.
+	LinkageKey *match.LinkageKey
+	// Brokers reaches the broker cluster (a client.Conn) for the member's
+	// own calls: publishing its tokens.
+	Brokers grpc.ClientConnInterface
 	// Limits bound connections, handshakes, streams and messages of the
 	// Responder's listener; Fields caps the fields of brokers' requests.
 	// Zero fields take the defaults.
@@ -68,6 +75,7 @@ type Server struct {
 	health    *health.Server
 	telemetry *telemetry.Metrics
 	metrics   *metrics
+	locator   *locator
 	once      sync.Once
 }
 
@@ -86,6 +94,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxCandidates <= 0 {
 		cfg.MaxCandidates = DefaultMaxCandidates
+	}
+	if cfg.LinkageKey != nil && cfg.Brokers == nil {
+		return nil, errors.New("participant: a linkage key needs the brokers to publish tokens to")
 	}
 	cfg.Limits, cfg.Fields = cfg.Limits.WithDefaults(), cfg.Fields.WithDefaults()
 	listener := pki.LimitListener(cfg.Listener, cfg.Limits)
@@ -138,6 +149,11 @@ func New(cfg Config) (*Server, error) {
 	reflection.Register(s.grpc)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(qhinv1.Responder_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	if cfg.LinkageKey != nil {
+		s.locator = newLocator(cfg.LinkageKey, st, cfg.Brokers, s.telemetry.Registry, log)
+		s.locator.start()
+		log.Info("record locator on", "key_id", cfg.LinkageKey.ID())
+	}
 	return s, nil
 }
 
@@ -164,6 +180,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	s.once.Do(func() {
 		s.health.Shutdown()
 		pki.GracefulStop(ctx, s.grpc)
+		if s.locator != nil {
+			s.locator.close()
+		}
 		err = s.store.Close()
 	})
 	return err
@@ -173,27 +192,47 @@ func (s *Server) Stop(ctx context.Context) error {
 func (s *Server) Kill() {
 	s.once.Do(func() {
 		s.grpc.Stop()
+		if s.locator != nil {
+			s.locator.close()
+		}
 		s.store.Close()
 	})
 }
 
-// PutPatient stores a patient and makes it findable.
+// PutPatient stores a patient and makes it findable, by the member's
+// matcher and, with a linkage key, through the record locator.
 func (s *Server) PutPatient(ctx context.Context, id string, d *qhinv1.Demographics) error {
-	if err := s.store.PutPatient(ctx, id, d); err != nil {
-		return err
-	}
-	s.index.Add(id, match.Normalize(d))
-	return nil
+	return s.PutPatients(ctx, []store.Patient{{ID: id, Demographics: d}})
 }
 
 // PutPatients stores many patients in one transaction and makes them
-// findable.
+// findable. Their record-locator tokens are queued for the brokers before
+// it returns.
 func (s *Server) PutPatients(ctx context.Context, ps []store.Patient) error {
 	if err := s.store.PutPatients(ctx, ps); err != nil {
 		return err
 	}
 	for _, p := range ps {
 		s.index.Add(p.ID, match.Normalize(p.Demographics))
+	}
+	if s.locator != nil {
+		if err := s.locator.update(ctx, ps); err != nil {
+			return fmt.Errorf("record-locator tokens: %w", err)
+		}
+	}
+	return nil
+}
+
+// DeletePatient removes a patient with its documents; the matcher no
+// longer finds it, and its record-locator tokens that no other patient
+// holds are queued for withdrawal.
+func (s *Server) DeletePatient(ctx context.Context, id string) error {
+	if err := s.store.DeletePatient(ctx, id); err != nil {
+		return err
+	}
+	s.index.Remove(id)
+	if s.locator != nil {
+		s.locator.signal()
 	}
 	return nil
 }

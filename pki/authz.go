@@ -54,6 +54,13 @@ var DefaultPolicy = Policy{
 	qhinv1.Cluster_WaitApplied_FullMethodName:     {RoleBroker},
 	qhinv1.Cluster_Checksums_FullMethodName:       {RoleBroker},
 
+	// Members publish their own patients' tokens; operators manage the
+	// linkage keys.
+	qhinv1.Locator_PublishTokens_FullMethodName:  {RoleParticipant},
+	qhinv1.Locator_WithdrawTokens_FullMethodName: {RoleParticipant},
+	qhinv1.Locator_SetLinkageKey_FullMethodName:  {RoleOperator},
+	qhinv1.Locator_LocatorStatus_FullMethodName:  {RoleOperator},
+
 	"/grpc.health.v1.Health/Check": everyone,
 	"/grpc.health.v1.Health/Watch": everyone,
 	"/grpc.health.v1.Health/List":  everyone,

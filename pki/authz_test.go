@@ -249,6 +249,11 @@ var wantCallers = map[string][]Role{
 	"/qhin.v1.Cluster/RestoreSnapshot": {RoleOperator, RoleBroker},
 	"/qhin.v1.Cluster/WaitApplied":     {RoleBroker},
 	"/qhin.v1.Cluster/Checksums":       {RoleBroker},
+
+	"/qhin.v1.Locator/PublishTokens":  {RoleParticipant},
+	"/qhin.v1.Locator/WithdrawTokens": {RoleParticipant},
+	"/qhin.v1.Locator/SetLinkageKey":  {RoleOperator},
+	"/qhin.v1.Locator/LocatorStatus":  {RoleOperator},
 }
 
 // TestDefaultPolicy_EveryMethodAsEveryRole calls every RPC of qhin.v1 as
@@ -263,6 +268,7 @@ func TestDefaultPolicy_EveryMethodAsEveryRole(t *testing.T) {
 		qhinv1.RegisterResponderServer(s, qhinv1.UnimplementedResponderServer{})
 		qhinv1.RegisterDirectoryServer(s, qhinv1.UnimplementedDirectoryServer{})
 		qhinv1.RegisterClusterServer(s, qhinv1.UnimplementedClusterServer{})
+		qhinv1.RegisterLocatorServer(s, qhinv1.UnimplementedLocatorServer{})
 	})
 
 	conns := map[Role]*grpc.ClientConn{}
@@ -272,7 +278,7 @@ func TestDefaultPolicy_EveryMethodAsEveryRole(t *testing.T) {
 	}
 
 	methods := qhinMethods(t)
-	registered := []string{"qhin.v1.Gateway", "qhin.v1.Responder", "qhin.v1.Directory", "qhin.v1.Cluster"}
+	registered := []string{"qhin.v1.Gateway", "qhin.v1.Responder", "qhin.v1.Directory", "qhin.v1.Cluster", "qhin.v1.Locator"}
 	for _, md := range methods {
 		if svc := string(md.Parent().FullName()); !slices.Contains(registered, svc) {
 			t.Fatalf("service %s is not registered on the test server: add its Unimplemented server above", svc)
@@ -448,6 +454,7 @@ func TestServer_RejectsCallersOutsideTheTrustDomain(t *testing.T) {
 	creds, serverID := brokerCreds(t, ca)
 	addr := startServer(t, creds, DefaultPolicy, func(s *grpc.Server) {
 		qhinv1.RegisterClusterServer(s, qhinv1.UnimplementedClusterServer{})
+		qhinv1.RegisterLocatorServer(s, qhinv1.UnimplementedLocatorServer{})
 	})
 
 	tests := []struct {

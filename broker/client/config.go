@@ -28,6 +28,10 @@ type Config struct {
 	// CA is the network CA directory, for pki commands of a development
 	// network.
 	CA string `yaml:"ca,omitempty"`
+	// LinkageKeyFile is the network's linkage key (members hold it, never
+	// brokers): qhinctl adds record-locator tokens to discovery queries
+	// with it.
+	LinkageKeyFile string `yaml:"linkage_key_file,omitempty"`
 }
 
 // Identity names an SVID directory (svid.pem, svid.key, bundle.pem).
@@ -60,6 +64,9 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if c.CA != "" && !filepath.IsAbs(c.CA) {
 		c.CA = filepath.Join(base, c.CA)
+	}
+	if c.LinkageKeyFile != "" && !filepath.IsAbs(c.LinkageKeyFile) {
+		c.LinkageKeyFile = filepath.Join(base, c.LinkageKeyFile)
 	}
 	return &c, nil
 }

@@ -48,9 +48,23 @@ func (n *Node) Serving() error {
 }
 
 // Ready reports whether the node serves and its own broker record (its
-// gRPC address) has reached its state: it has joined and caught up that far.
+// gRPC address and the command version it applies) has reached its state:
+// it has joined and caught up that far, and the leader knows which
+// commands it may be sent.
 func (n *Node) Ready() bool {
-	return n.Serving() == nil && n.brokerAddr(n.cfg.NodeID) == n.cfg.GRPCAddr
+	if n.Serving() != nil {
+		return false
+	}
+	brokers, err := n.fsm.Brokers()
+	if err != nil {
+		return false
+	}
+	for _, b := range brokers {
+		if b.NodeId == n.cfg.NodeID {
+			return b.GrpcAddr == n.cfg.GRPCAddr && b.MaxCommandVersion == n.maxCommandVersion()
+		}
+	}
+	return false
 }
 
 // AwaitServing waits, at most a lease (less when ctx ends first), until the

@@ -13,7 +13,8 @@ import (
 
 // CommandVersion is the newest command envelope version this broker
 // understands. A broker refuses to apply commands of a newer version.
-const CommandVersion = 1
+// Version 2 brought the record locator's commands.
+const CommandVersion = 2
 
 // Errors a command can end in. Callers branch on them with errors.Is; the
 // service edge maps them to gRPC codes.

@@ -33,15 +33,25 @@ var (
 	// bucketRequestTimes orders idempotency keys by command time, for pruning.
 	bucketRequestTimes = []byte("request_times")
 
-	tables = [][]byte{bucketMeta, bucketParticipants, bucketBrokers, bucketRequests, bucketRequestTimes}
+	// The record locator (locator.go).
+	bucketLocator       = []byte("locator")
+	bucketLocatorKeys   = []byte("locator_keys")
+	bucketLocatorCounts = []byte("locator_counts")
+
+	// tablesV1 are the tables every file of any schema has.
+	tablesV1 = [][]byte{bucketMeta, bucketParticipants, bucketBrokers, bucketRequests, bucketRequestTimes}
+
+	tables = [][]byte{bucketMeta, bucketParticipants, bucketBrokers, bucketRequests, bucketRequestTimes,
+		bucketLocator, bucketLocatorKeys, bucketLocatorCounts}
 
 	keyAppliedIndex = []byte("applied_index")
 	keySchema       = []byte("schema")
 )
 
 // schemaVersion is the layout of the bbolt file. Version 2 added the table
-// digests; files of version 1 get them computed when opened or restored.
-const schemaVersion = 2
+// digests, version 3 the record locator's tables; older files get what they
+// lack (empty tables, digests) when opened or restored.
+const schemaVersion = 3
 
 // RequestRetention is how long an idempotency key is remembered, measured in
 // command time.
@@ -160,8 +170,8 @@ func initDB(db *bolt.DB) error {
 	})
 }
 
-// migrate brings a file's layout to schemaVersion: it computes the table
-// digests of a version 1 file.
+// migrate brings a file's layout to schemaVersion: it creates the tables a
+// file of an older version lacks and computes every table's digest.
 func migrate(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	v := meta.Get(keySchema)
@@ -171,8 +181,13 @@ func migrate(tx *bolt.Tx) error {
 		return fmt.Errorf("%w: schema %x", ErrDamaged, v)
 	case binary.BigEndian.Uint64(v) == schemaVersion:
 		return nil
-	case binary.BigEndian.Uint64(v) != 1:
+	case binary.BigEndian.Uint64(v) > schemaVersion:
 		return fmt.Errorf("state file has schema %d, this broker understands up to %d", binary.BigEndian.Uint64(v), schemaVersion)
+	}
+	for _, b := range tables {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
 	}
 	d, err := computeDigests(tx)
 	if err != nil {
@@ -790,7 +805,8 @@ func checkRestored(path string, opts *bolt.Options) (*bolt.DB, Digests, error) {
 	var d Digests
 	err = guard(path, func() error {
 		err := db.Update(func(tx *bolt.Tx) error {
-			for _, b := range tables {
+			// Tables newer than the file's schema are created by migrate.
+			for _, b := range tablesV1 {
 				if tx.Bucket(b) == nil {
 					return fmt.Errorf("table %s missing", b)
 				}

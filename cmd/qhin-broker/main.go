@@ -46,6 +46,8 @@ func run() error {
 	flag.DurationVar(&cfg.Limits.SendTimeout, "send-timeout", broker.DefaultSendTimeout, "time an initiator has to take each chunk of a retrieved document")
 	flag.IntVar(&cfg.Limits.MemberStreamWindowBytes, "member-stream-window-bytes", broker.DefaultMemberStreamWindowBytes, "flow-control window of a stream from a member: what it may send ahead of what this broker has passed on")
 	flag.IntVar(&cfg.Limits.MemberConnWindowBytes, "member-conn-window-bytes", broker.DefaultMemberConnWindowBytes, "flow-control window of a connection to a member")
+	routing := flag.String("routing", string(broker.DefaultRouting), "how a discovery query chooses its members: targeted-then-broadcast (the members the record locator lists for its tokens, else every member), targeted-only, or broadcast")
+	flag.IntVar(&cfg.Limits.MaxLocatorTokensPerMember, "max-locator-tokens-per-member", broker.DefaultMaxLocatorTokensPerMember, "record-locator tokens one member may hold")
 	flag.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "Raft entries between snapshots")
 	flag.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 2*time.Minute, "how often to check the snapshot threshold")
 	flag.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "Raft entries kept after a snapshot")
@@ -65,6 +67,9 @@ func run() error {
 	log, err := cli.NewLogger(os.Stderr, *logLevel, *logJSON)
 	if err != nil {
 		return err
+	}
+	if cfg.Routing, err = broker.ParseRouting(*routing); err != nil {
+		return fmt.Errorf("--routing: %w", err)
 	}
 	if *svidDir == "" {
 		return fmt.Errorf("--svid-dir is required")

@@ -15,6 +15,7 @@ import (
 	"github.com/openqhin/openqhin/broker/client"
 	"github.com/openqhin/openqhin/cmd/internal/cli"
 	"github.com/openqhin/openqhin/participant"
+	"github.com/openqhin/openqhin/participant/match"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -31,7 +32,8 @@ func run() error {
 	listen := flag.String("listen", "127.0.0.1:7421", "Responder listen address (brokers call it)")
 	flag.StringVar(&cfg.DataDir, "data-dir", "qhin-participant-data", "directory of the record store")
 	svidDir := flag.String("svid-dir", "", "directory with svid.pem, svid.key and bundle.pem (required)")
-	brokers := flag.StringSlice("broker", nil, "broker gRPC address(es) for the member's own queries")
+	brokers := flag.StringSlice("broker", nil, "broker gRPC address(es) for the member's own queries and its record-locator tokens")
+	keyFile := flag.String("linkage-key-file", "", "the network's linkage key (qhinctl locator keygen): publish the patients' record-locator tokens and add them to the EHR's queries (needs --broker)")
 	apiListen := flag.String("api-listen", "", "loopback address where the member's EHR sends Gateway queries (off when empty)")
 	flag.DurationVar(&cfg.Delay, "inject-latency", 0, "hold every answer back this long (benchmarks only)")
 	flag.BoolVar(&cfg.TrainMatcher, "match-train", false, "fit the matcher to this member's records (EM) at start")
@@ -61,6 +63,26 @@ func run() error {
 		return err
 	}
 	cfg.Source, cfg.Logger = src, log
+	if *keyFile != "" {
+		if len(*brokers) == 0 {
+			return fmt.Errorf("--linkage-key-file needs --broker: the member publishes its tokens to the brokers")
+		}
+		b, err := os.ReadFile(*keyFile)
+		if err != nil {
+			return fmt.Errorf("--linkage-key-file: %w", err)
+		}
+		if cfg.LinkageKey, err = match.ParseLinkageKey(b); err != nil {
+			return fmt.Errorf("--linkage-key-file %s: %w", *keyFile, err)
+		}
+	}
+	var conn *client.Conn
+	if len(*brokers) > 0 {
+		if conn, err = client.Dial(*brokers, src, log); err != nil {
+			return err
+		}
+		defer conn.Close()
+		cfg.Brokers = conn
+	}
 	if cfg.Listener, err = net.Listen("tcp", *listen); err != nil {
 		return err
 	}
@@ -91,15 +113,10 @@ func run() error {
 		if err := participant.CheckLoopback(l); err != nil {
 			return err
 		}
-		conn, err := client.Dial(*brokers, src, log)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
 		// The EHR API has no TLS (it is loopback only) but the same limits.
 		l = pki.LimitListener(l, cfg.Limits)
 		api := grpc.NewServer(cfg.Limits.GRPCOptions()...)
-		qhinv1.RegisterGatewayServer(api, participant.NewRelay(conn))
+		qhinv1.RegisterGatewayServer(api, participant.NewRelay(conn, cfg.LinkageKey))
 		go func() { served <- api.Serve(l) }()
 		defer api.GracefulStop()
 		log.Info("EHR API running", "addr", l.Addr().String(), "brokers", *brokers)

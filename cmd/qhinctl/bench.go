@@ -31,7 +31,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	f := &benchFlags{}
 	cmd := &cobra.Command{
 		Use:   "bench SCENARIO",
-		Short: "Measure a network: fanout, throughput, retrieve, raft, match, abuse",
+		Short: "Measure a network: fanout, throughput, retrieve, raft, match, abuse, locator",
 		Long: `Measure OpenQHIN on this machine. Each scenario starts its own network in this
 process (brokers with production Raft timers, participants, real mutual TLS on
 loopback) in a temporary directory, measures, prints a table and removes the
@@ -55,6 +55,7 @@ the process. bench does not measure a running network; --config is ignored.`,
 		newBenchRaftCmd(g, f),
 		newBenchMatchCmd(g, f),
 		newBenchAbuseCmd(g, f),
+		newBenchLocatorCmd(g, f),
 		newBenchAttackerCmd(),
 	)
 	return cmd
@@ -641,4 +642,89 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size like 268435456, 256MiB or 1GiB", s)
 	}
 	return n * mult, nil
+}
+
+func newBenchLocatorCmd(g *globals, f *benchFlags) *cobra.Command {
+	o := bench.LocatorOptions{}
+	cmd := &cobra.Command{
+		Use:   "locator",
+		Short: "Record locator: tokens published through the cluster, their size and snapshot, and targeted against broadcast discovery",
+		Long: `Publish every patient's record-locator tokens through a broker cluster's public
+API (PublishTokens, as the members' publishers call it) and report the tokens
+acknowledged per second, the locator's bytes per token in the state machine,
+and the snapshot of that state: its size, the time to take it and to install
+it on a new broker. Then start a network of --members members holding
+--persons persons, each at two or three of them, and make discovery queries
+with the persons' tokens (targeted) and without (every member is asked), the
+two taking turns: members asked per query, latency and recall.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Dir, o.Timeout = f.dir, max(g.timeout, time.Minute)
+			return runBench(cmd, g, f, func(ctx context.Context, p bench.Progress) (*bench.LocatorResult, error) {
+				return bench.Locator(ctx, o, p)
+			}, printLocator)
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntVar(&o.Brokers, "brokers", 3, "brokers in each network")
+	fl.IntVar(&o.Patients, "patients", 1_000_000, "patients whose tokens are published")
+	fl.IntVar(&o.TokensPerPatient, "tokens-per-patient", 4, "tokens of each patient")
+	fl.IntVar(&o.Batch, "batch", 10_000, "tokens per PublishTokens call (one Raft entry)")
+	fl.IntVar(&o.Writers, "writers", 4, "members publishing at once")
+	fl.IntVar(&o.Members, "members", 200, "members of the discovery network")
+	fl.IntVar(&o.Persons, "persons", 10_000, "persons of the discovery network, each at two or three members")
+	fl.IntVar(&o.Queries, "queries", 400, "discovery queries per path")
+	fl.IntVar(&o.Rounds, "rounds", 4, "rounds the paths take turns in")
+	fl.IntVar(&o.Workers, "workers", 4, "closed-loop workers making the queries")
+	fl.BoolVar(&o.SkipPublish, "skip-publish", false, "leave the publication and snapshot out")
+	fl.BoolVar(&o.SkipDiscovery, "skip-discovery", false, "leave the discovery comparison out")
+	return cmd
+}
+
+func printLocator(w io.Writer, r *bench.LocatorResult) {
+	o := r.Options
+	fmt.Fprintf(w, "locator: %d brokers", o.Brokers)
+	if r.Publish != nil {
+		fmt.Fprintf(w, "; %d patients x %d tokens published by %d members, %d tokens a call", o.Patients, o.TokensPerPatient, o.Writers, o.Batch)
+	}
+	if r.Discovery != nil {
+		fmt.Fprintf(w, "; discovery among %d members holding %d persons", o.Members, o.Persons)
+	}
+	fmt.Fprintln(w)
+	printMachine(w, r.Machine)
+	if p := r.Publish; p != nil {
+		fmt.Fprintln(w)
+		t := &table{tw: newTabWriter(w)}
+		t.row("PUBLISH", "VALUE")
+		t.row("tokens acknowledged", fmt.Sprintf("%d in %d calls, %.1fs", p.Tokens, p.Calls, p.Seconds))
+		t.row("tokens/s acknowledged", fmt.Sprintf("%.0f (first tenth %.0f, last tenth %.0f)", p.PerSecond, p.FirstTenth, p.LastTenth))
+		t.row("call latency p50 / p99", fmt.Sprintf("%v / %v", p.Latency.P50, p.Latency.P99))
+		t.row("locator entries (leader)", p.Entries)
+		t.row("bytes per token: pages / in use", fmt.Sprintf("%.1f / %.1f (B-tree depth %d)", p.AllocPerToken, p.InUsePerToken, p.Depth))
+		t.row("bytes per token: state file", fmt.Sprintf("%.1f (%s)", p.FilePerToken, fmtBytes(uint64(p.FileBytes))))
+		if s := r.Snapshot; s != nil {
+			t.row("snapshot size (FSM WriteTo / state.bin)", fmt.Sprintf("%s / %s", fmtBytes(uint64(s.Bytes)), fmtBytes(uint64(s.FileBytes))))
+			t.row("snapshot take (Node.Snapshot on leader)", fmt.Sprintf("%v (%v per million tokens)", s.Take, s.TakePerMillion))
+			t.row("AddBroker → locator checksum equal", fmt.Sprintf("%v (%v per million tokens)", s.Install, s.InstallPerMillion))
+		}
+		t.tw.Flush()
+	}
+	if d := r.Discovery; d != nil {
+		fmt.Fprintf(w, "\ndiscovery: %d members, %d persons, %d registrations, %d tokens published\n", d.Members, d.Persons, d.Registrations, d.Tokens)
+		t := &table{tw: newTabWriter(w)}
+		t.row("PATH", "QUERIES", "ERRORS", "ASKED MEAN", "ASKED P50", "ASKED P99", "P50", "P90", "P99", "RECALL")
+		for _, p := range d.Paths {
+			t.row(p.Path, p.Queries, p.Errors, fmt.Sprintf("%.2f", p.AskedMean), p.AskedP50, p.AskedP99,
+				p.Latency.P50, p.Latency.P90, p.Latency.P99, fmt.Sprintf("%.4f", p.Recall))
+		}
+		t.row("targeted/broadcast", "-", "-", fmtRatio(d.AskedRatio), "-", "-", fmtRatio(d.P50Ratio), "-", fmtRatio(d.P99Ratio), "-")
+		t.tw.Flush()
+		for _, p := range d.Paths {
+			if p.FirstError != "" {
+				fmt.Fprintf(w, "first error (%s): %s\n", p.Path, p.FirstError)
+			}
+		}
+	}
+	fmt.Fprintln(w)
+	printNotes(w, r.Notes)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/openqhin/openqhin/broker"
 	"github.com/openqhin/openqhin/broker/client"
 	"github.com/openqhin/openqhin/cmd/internal/cli"
 	"github.com/openqhin/openqhin/e2e"
@@ -36,6 +37,7 @@ type devFlags struct {
 	seedFHIR     string
 	basePort     int
 	logLevel     string
+	routing      string
 }
 
 func newDevCmd(g *globals) *cobra.Command {
@@ -69,6 +71,7 @@ stops every node; if qhinctl itself is killed, Linux stops the nodes too.`,
 	fl.StringVar(&f.seedFHIR, "seed-fhir", "", "import DIR/<participant-id>/*.json FHIR bundles instead of synthetic patients")
 	fl.IntVar(&f.basePort, "base-port", 7400, "brokers serve gRPC on base+1…, Raft on base+11…, participants on base+21…, metrics on base+31… and base+41…")
 	fl.StringVar(&f.logLevel, "log-level", "info", "level of DIR/network.log: debug, info, warn or error")
+	fl.StringVar(&f.routing, "routing", string(broker.DefaultRouting), "the brokers' discovery routing: targeted-then-broadcast, targeted-only or broadcast")
 	return cmd
 }
 
@@ -82,6 +85,9 @@ func runDev(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, f de
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
+	}
+	if _, err := broker.ParseRouting(f.routing); err != nil {
+		return fmt.Errorf("--routing: %w", err)
 	}
 	brokerBin, participantBin, err := nodeBinaries(stderr)
 	if err != nil {
@@ -101,14 +107,25 @@ func runDev(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, f de
 	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGHUP)
 	defer stopSignals()
 
+	// The network's linkage key: every participant gets it, the brokers
+	// only its id.
+	keyPath := filepath.Join(f.dir, "linkage.key")
+	if _, err := os.Stat(keyPath); errors.Is(err, os.ErrNotExist) {
+		if _, err := writeLinkageKey(keyPath); err != nil {
+			return err
+		}
+	}
+
 	out := &lockedWriter{w: stdout}
 	var up atomic.Bool
 	net, err := e2e.PrepareProcesses(e2e.ProcessOptions{
 		Dir: f.dir, TrustDomain: f.trustDomain, Brokers: f.brokers, Participants: f.participants, BasePort: f.basePort,
 		BrokerBin: brokerBin, ParticipantBin: participantBin,
-		NodeArgs: append([]string{"--log-level", f.logLevel}, tracingArgs...),
-		Output:   logFile,
-		Logger:   log,
+		NodeArgs:       append([]string{"--log-level", f.logLevel}, tracingArgs...),
+		BrokerArgs:     []string{"--routing", f.routing},
+		LinkageKeyFile: keyPath,
+		Output:         logFile,
+		Logger:         log,
 		Exited: func(p *e2e.Process, pid int, err error) {
 			if up.Load() {
 				fmt.Fprintf(out, "\n%s (pid %d) stopped: %s. Press Enter to start it again.\n", p.ID, pid, describeExit(err))
@@ -284,11 +301,12 @@ func newBar(w io.Writer, desc string) *progressbar.ProgressBar {
 
 func writeDevConfig(net *e2e.ProcessNetwork, f devFlags, path string) error {
 	cfg := &client.Config{
-		TrustDomain:  f.trustDomain,
-		Brokers:      net.BrokerAddrs(),
-		CA:           filepath.Join(f.dir, "ca"),
-		Operator:     &client.Identity{ID: e2e.OperatorName, SVIDDir: filepath.Join(f.dir, "operator")},
-		Participants: map[string]*client.Identity{},
+		TrustDomain:    f.trustDomain,
+		Brokers:        net.BrokerAddrs(),
+		CA:             filepath.Join(f.dir, "ca"),
+		LinkageKeyFile: filepath.Join(f.dir, "linkage.key"),
+		Operator:       &client.Identity{ID: e2e.OperatorName, SVIDDir: filepath.Join(f.dir, "operator")},
+		Participants:   map[string]*client.Identity{},
 	}
 	for i, p := range net.Participants {
 		id := &client.Identity{ID: p.ID, SVIDDir: filepath.Join(p.Dir, "svid"), Endpoint: p.GRPCAddr}
@@ -328,7 +346,12 @@ func printDev(w io.Writer, net *e2e.ProcessNetwork, counts []e2e.SeedCounts, exa
 			self = exe
 		}
 	}
-	fmt.Fprintf(w, "\nConfig: %s\nLogs:   %s (every node)\n\nIn another terminal:\n\n", cfgPath, logPath)
+	fmt.Fprintf(w, "\nConfig: %s\nLogs:   %s (every node)\n", cfgPath, logPath)
+	if k, err := readLinkageKey(filepath.Join(f.dir, "linkage.key")); err == nil {
+		fmt.Fprintf(w, "Record locator: the members publish their patients' tokens under linkage key %s (%s, members only);\n"+
+			"the brokers route discovery %s.\n", k.ID(), filepath.Join(f.dir, "linkage.key"), f.routing)
+	}
+	fmt.Fprint(w, "\nIn another terminal:\n\n")
 	fmt.Fprintf(w, "  export QHIN_CONFIG=%s\n", cfgPath)
 	fmt.Fprintf(w, "  %s directory list\n", self)
 	fmt.Fprintf(w, "  %s cluster status\n", self)

@@ -53,6 +53,7 @@ func newQueryCmd(g *globals) *cobra.Command {
 
 func newQueryPatientsCmd(g *globals) *cobra.Command {
 	var q queryFlags
+	tokens := true
 	d := &qhinv1.Demographics{Address: &qhinv1.Address{}}
 	cmd := &cobra.Command{
 		Use:   "patients",
@@ -61,6 +62,22 @@ func newQueryPatientsCmd(g *globals) *cobra.Command {
     --gender female --purpose T-TRTMNT`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			req := &qhinv1.DiscoverPatientsRequest{PurposeOfUse: q.purpose, Requester: q.requester(), Demographics: d}
+			if tokens {
+				cfg, err := g.loadConfig()
+				if err != nil {
+					return err
+				}
+				key, err := g.linkageKey(cfg)
+				if err != nil {
+					return err
+				}
+				if key != nil {
+					if t := key.QueryTokens(d); t != nil {
+						req.LocatorTokens = []*qhinv1.LocatorTokens{t}
+					}
+				}
+			}
 			conn, err := g.participantConn(q.as)
 			if err != nil {
 				return err
@@ -68,9 +85,7 @@ func newQueryPatientsCmd(g *globals) *cobra.Command {
 			defer conn.Close()
 			ctx, cancel := g.callContext(cmd.Context())
 			defer cancel()
-			resp, err := conn.Gateway().DiscoverPatients(ctx, &qhinv1.DiscoverPatientsRequest{
-				PurposeOfUse: q.purpose, Requester: q.requester(), Demographics: d,
-			})
+			resp, err := conn.Gateway().DiscoverPatients(ctx, req)
 			if err != nil {
 				return err
 			}
@@ -100,6 +115,7 @@ func newQueryPatientsCmd(g *globals) *cobra.Command {
 	f.StringVar(&d.Gender, "gender", "", "male, female, other or unknown (required)")
 	f.StringVar(&d.Address.PostalCode, "postal-code", "", "postal code")
 	f.StringVar(&d.Phone, "phone", "", "phone number")
+	f.BoolVar(&tokens, "locator-tokens", true, "send the record-locator tokens of the demographics, when the config names a linkage key (linkage_key_file): the brokers then ask only the members that hold them")
 	return cmd
 }
 

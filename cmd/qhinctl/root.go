@@ -70,6 +70,7 @@ func newRoot() *cobra.Command {
 		newPurposesCmd(g),
 		newBenchCmd(g),
 		newMatchCmd(g),
+		newLocatorCmd(g),
 	)
 	return root
 }

@@ -322,3 +322,43 @@ func TestAbuse_SmallRunAttacksFromItsOwnProcess(t *testing.T) {
 		t.Error("no progress reported")
 	}
 }
+
+func TestLocator_SmallRunPublishesAndCompares(t *testing.T) {
+	t.Parallel()
+	o := LocatorOptions{Brokers: 2, Patients: 6000, Batch: 2000, Writers: 2, Members: 6, Persons: 120, Queries: 12, Rounds: 2, Workers: 2,
+		FastRaft: true, Dir: t.TempDir()}
+	var seen progressSeen
+	res, err := Locator(testCtx(t), o, seen.fn)
+	if err != nil {
+		seen.failed(t, err)
+	}
+	checkJSON(t, res)
+	p := res.Publish
+	if p.Tokens != 24000 || p.Entries != 24000 || p.Calls != 12 {
+		t.Errorf("published %d tokens in %d calls, %d entries; want 24000 in 12, 24000", p.Tokens, p.Calls, p.Entries)
+	}
+	finitePositive(t, "tokens/s", p.PerSecond)
+	// An entry holds a 2-byte key number, a 16-byte token and the member's
+	// id: at least 20 bytes in use.
+	if p.InUsePerToken < 20 || p.AllocPerToken < p.InUsePerToken || p.FilePerToken < p.AllocPerToken {
+		t.Errorf("bytes per token not sane: %+v", p)
+	}
+	if s := res.Snapshot; s.Bytes < p.FileBytes || s.Take <= 0 || s.Install <= 0 {
+		t.Errorf("snapshot not sane: %+v", s)
+	}
+	d := res.Discovery
+	targeted, broadcast := d.Paths[0], d.Paths[1]
+	for _, path := range d.Paths {
+		if path.Errors > 0 || path.Queries != o.Queries {
+			t.Errorf("%s: %d of %d queries failed; first: %s", path.Path, path.Errors, path.Queries, path.FirstError)
+		}
+	}
+	// Broadcast asks every member but the initiator; targeted asks fewer,
+	// and finds most registrations (each person is at 2 or 3 members).
+	if broadcast.AskedMean != float64(o.Members-1) || targeted.AskedMean >= broadcast.AskedMean || targeted.AskedMean < 1 {
+		t.Errorf("asked per query: targeted %.2f, broadcast %.2f of %d others", targeted.AskedMean, broadcast.AskedMean, o.Members-1)
+	}
+	if targeted.Recall < 0.8 || broadcast.Recall < 0.8 {
+		t.Errorf("recall targeted %.3f, broadcast %.3f", targeted.Recall, broadcast.Recall)
+	}
+}

@@ -53,8 +53,16 @@ func FuzzNormalize(f *testing.F) {
 			t.Fatalf("normalizing %+v again gave %+v", r, again)
 		}
 		_ = blockKeysOf(r)
+		// Tokens are a function of the normalized record: normalizing
+		// again changes none of them.
+		toks := fuzzKey.Tokens(r)
+		if len(toks) > MaxTokens || shared(toks, fuzzKey.Tokens(Normalize(wire(r)))) != len(toks) {
+			t.Fatalf("tokens of %+v change when normalized again, or are too many", r)
+		}
 	})
 }
+
+var fuzzKey, _ = NewLinkageKey(make([]byte, MinLinkageKeyBytes))
 
 // FuzzCompare compares arbitrary records with each other and with a fixed
 // one. Comparing may not panic; it is symmetric; probabilities are in

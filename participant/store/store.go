@@ -63,7 +63,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketPatients, bucketPatientDocs, bucketDocuments, bucketContent} {
+		for _, b := range append([][]byte{bucketPatients, bucketPatientDocs, bucketDocuments, bucketContent}, tokenBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -150,13 +150,21 @@ func (s *Store) Patient(id string) (*qhinv1.Demographics, error) {
 func (s *Store) ForEachPatient(fn func(Patient) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketPatients).ForEach(func(k, v []byte) error {
-			d := new(qhinv1.Demographics)
-			if err := proto.Unmarshal(v, d); err != nil {
-				return fmt.Errorf("patient %s: %w", k, err)
+			d, err := unmarshalDemographics(k, v)
+			if err != nil {
+				return err
 			}
 			return fn(Patient{ID: string(k), Demographics: d})
 		})
 	})
+}
+
+func unmarshalDemographics(id, v []byte) (*qhinv1.Demographics, error) {
+	d := new(qhinv1.Demographics)
+	if err := proto.Unmarshal(v, d); err != nil {
+		return nil, fmt.Errorf("patient %s: %w", id, err)
+	}
+	return d, nil
 }
 
 // Counts returns how many patients and documents the store holds.

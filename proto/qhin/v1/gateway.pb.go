@@ -25,9 +25,14 @@ const (
 type DiscoverPatientsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// TEFCA exchange purpose code, for example T-TRTMNT.
-	PurposeOfUse  string        `protobuf:"bytes,1,opt,name=purpose_of_use,json=purposeOfUse,proto3" json:"purpose_of_use,omitempty"`
-	Requester     *Requester    `protobuf:"bytes,2,opt,name=requester,proto3" json:"requester,omitempty"`
-	Demographics  *Demographics `protobuf:"bytes,3,opt,name=demographics,proto3" json:"demographics,omitempty"`
+	PurposeOfUse string        `protobuf:"bytes,1,opt,name=purpose_of_use,json=purposeOfUse,proto3" json:"purpose_of_use,omitempty"`
+	Requester    *Requester    `protobuf:"bytes,2,opt,name=requester,proto3" json:"requester,omitempty"`
+	Demographics *Demographics `protobuf:"bytes,3,opt,name=demographics,proto3" json:"demographics,omitempty"`
+	// Record-locator tokens the initiator computed over the demographics,
+	// one set per linkage key. The broker asks the members that hold any of
+	// them (see the broker's --routing); without them, every member that
+	// answers the purpose.
+	LocatorTokens []*LocatorTokens `protobuf:"bytes,20,rep,name=locator_tokens,json=locatorTokens,proto3" json:"locator_tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -79,6 +84,13 @@ func (x *DiscoverPatientsRequest) GetRequester() *Requester {
 func (x *DiscoverPatientsRequest) GetDemographics() *Demographics {
 	if x != nil {
 		return x.Demographics
+	}
+	return nil
+}
+
+func (x *DiscoverPatientsRequest) GetLocatorTokens() []*LocatorTokens {
+	if x != nil {
+		return x.LocatorTokens
 	}
 	return nil
 }
@@ -357,11 +369,12 @@ var File_qhin_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_qhin_v1_gateway_proto_rawDesc = "" +
 	"\n" +
-	"\x15qhin/v1/gateway.proto\x12\aqhin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13qhin/v1/types.proto\"\xac\x01\n" +
+	"\x15qhin/v1/gateway.proto\x12\aqhin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15qhin/v1/locator.proto\x1a\x13qhin/v1/types.proto\"\xeb\x01\n" +
 	"\x17DiscoverPatientsRequest\x12$\n" +
 	"\x0epurpose_of_use\x18\x01 \x01(\tR\fpurposeOfUse\x120\n" +
 	"\trequester\x18\x02 \x01(\v2\x12.qhin.v1.RequesterR\trequester\x129\n" +
-	"\fdemographics\x18\x03 \x01(\v2\x15.qhin.v1.DemographicsR\fdemographics\"\x9a\x01\n" +
+	"\fdemographics\x18\x03 \x01(\v2\x15.qhin.v1.DemographicsR\fdemographics\x12=\n" +
+	"\x0elocator_tokens\x18\x14 \x03(\v2\x16.qhin.v1.LocatorTokensR\rlocatorTokens\"\x9a\x01\n" +
 	"\x18DiscoverPatientsResponse\x12\x19\n" +
 	"\bquery_id\x18\x01 \x01(\tR\aqueryId\x12)\n" +
 	"\apersons\x18\x02 \x03(\v2\x0f.qhin.v1.PersonR\apersons\x128\n" +
@@ -412,38 +425,40 @@ var file_qhin_v1_gateway_proto_goTypes = []any{
 	(*RetrieveDocumentRequest)(nil),  // 4: qhin.v1.RetrieveDocumentRequest
 	(*Requester)(nil),                // 5: qhin.v1.Requester
 	(*Demographics)(nil),             // 6: qhin.v1.Demographics
-	(*Person)(nil),                   // 7: qhin.v1.Person
-	(*ResponderStatus)(nil),          // 8: qhin.v1.ResponderStatus
-	(*PatientLink)(nil),              // 9: qhin.v1.PatientLink
-	(*timestamppb.Timestamp)(nil),    // 10: google.protobuf.Timestamp
-	(*DocumentMetadata)(nil),         // 11: qhin.v1.DocumentMetadata
-	(*DocumentLink)(nil),             // 12: qhin.v1.DocumentLink
-	(*RetrieveDocumentResponse)(nil), // 13: qhin.v1.RetrieveDocumentResponse
+	(*LocatorTokens)(nil),            // 7: qhin.v1.LocatorTokens
+	(*Person)(nil),                   // 8: qhin.v1.Person
+	(*ResponderStatus)(nil),          // 9: qhin.v1.ResponderStatus
+	(*PatientLink)(nil),              // 10: qhin.v1.PatientLink
+	(*timestamppb.Timestamp)(nil),    // 11: google.protobuf.Timestamp
+	(*DocumentMetadata)(nil),         // 12: qhin.v1.DocumentMetadata
+	(*DocumentLink)(nil),             // 13: qhin.v1.DocumentLink
+	(*RetrieveDocumentResponse)(nil), // 14: qhin.v1.RetrieveDocumentResponse
 }
 var file_qhin_v1_gateway_proto_depIdxs = []int32{
 	5,  // 0: qhin.v1.DiscoverPatientsRequest.requester:type_name -> qhin.v1.Requester
 	6,  // 1: qhin.v1.DiscoverPatientsRequest.demographics:type_name -> qhin.v1.Demographics
-	7,  // 2: qhin.v1.DiscoverPatientsResponse.persons:type_name -> qhin.v1.Person
-	8,  // 3: qhin.v1.DiscoverPatientsResponse.responders:type_name -> qhin.v1.ResponderStatus
-	5,  // 4: qhin.v1.QueryDocumentsRequest.requester:type_name -> qhin.v1.Requester
-	9,  // 5: qhin.v1.QueryDocumentsRequest.links:type_name -> qhin.v1.PatientLink
-	10, // 6: qhin.v1.QueryDocumentsRequest.since:type_name -> google.protobuf.Timestamp
-	10, // 7: qhin.v1.QueryDocumentsRequest.until:type_name -> google.protobuf.Timestamp
-	11, // 8: qhin.v1.QueryDocumentsResponse.documents:type_name -> qhin.v1.DocumentMetadata
-	8,  // 9: qhin.v1.QueryDocumentsResponse.responders:type_name -> qhin.v1.ResponderStatus
-	5,  // 10: qhin.v1.RetrieveDocumentRequest.requester:type_name -> qhin.v1.Requester
-	12, // 11: qhin.v1.RetrieveDocumentRequest.link:type_name -> qhin.v1.DocumentLink
-	0,  // 12: qhin.v1.Gateway.DiscoverPatients:input_type -> qhin.v1.DiscoverPatientsRequest
-	2,  // 13: qhin.v1.Gateway.QueryDocuments:input_type -> qhin.v1.QueryDocumentsRequest
-	4,  // 14: qhin.v1.Gateway.RetrieveDocument:input_type -> qhin.v1.RetrieveDocumentRequest
-	1,  // 15: qhin.v1.Gateway.DiscoverPatients:output_type -> qhin.v1.DiscoverPatientsResponse
-	3,  // 16: qhin.v1.Gateway.QueryDocuments:output_type -> qhin.v1.QueryDocumentsResponse
-	13, // 17: qhin.v1.Gateway.RetrieveDocument:output_type -> qhin.v1.RetrieveDocumentResponse
-	15, // [15:18] is the sub-list for method output_type
-	12, // [12:15] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	7,  // 2: qhin.v1.DiscoverPatientsRequest.locator_tokens:type_name -> qhin.v1.LocatorTokens
+	8,  // 3: qhin.v1.DiscoverPatientsResponse.persons:type_name -> qhin.v1.Person
+	9,  // 4: qhin.v1.DiscoverPatientsResponse.responders:type_name -> qhin.v1.ResponderStatus
+	5,  // 5: qhin.v1.QueryDocumentsRequest.requester:type_name -> qhin.v1.Requester
+	10, // 6: qhin.v1.QueryDocumentsRequest.links:type_name -> qhin.v1.PatientLink
+	11, // 7: qhin.v1.QueryDocumentsRequest.since:type_name -> google.protobuf.Timestamp
+	11, // 8: qhin.v1.QueryDocumentsRequest.until:type_name -> google.protobuf.Timestamp
+	12, // 9: qhin.v1.QueryDocumentsResponse.documents:type_name -> qhin.v1.DocumentMetadata
+	9,  // 10: qhin.v1.QueryDocumentsResponse.responders:type_name -> qhin.v1.ResponderStatus
+	5,  // 11: qhin.v1.RetrieveDocumentRequest.requester:type_name -> qhin.v1.Requester
+	13, // 12: qhin.v1.RetrieveDocumentRequest.link:type_name -> qhin.v1.DocumentLink
+	0,  // 13: qhin.v1.Gateway.DiscoverPatients:input_type -> qhin.v1.DiscoverPatientsRequest
+	2,  // 14: qhin.v1.Gateway.QueryDocuments:input_type -> qhin.v1.QueryDocumentsRequest
+	4,  // 15: qhin.v1.Gateway.RetrieveDocument:input_type -> qhin.v1.RetrieveDocumentRequest
+	1,  // 16: qhin.v1.Gateway.DiscoverPatients:output_type -> qhin.v1.DiscoverPatientsResponse
+	3,  // 17: qhin.v1.Gateway.QueryDocuments:output_type -> qhin.v1.QueryDocumentsResponse
+	14, // 18: qhin.v1.Gateway.RetrieveDocument:output_type -> qhin.v1.RetrieveDocumentResponse
+	16, // [16:19] is the sub-list for method output_type
+	13, // [13:16] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_qhin_v1_gateway_proto_init() }
@@ -451,6 +466,7 @@ func file_qhin_v1_gateway_proto_init() {
 	if File_qhin_v1_gateway_proto != nil {
 		return
 	}
+	file_qhin_v1_locator_proto_init()
 	file_qhin_v1_types_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
