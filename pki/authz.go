@@ -54,6 +54,11 @@ var DefaultPolicy = Policy{
 	qhinv1.Cluster_WaitApplied_FullMethodName:     {RoleBroker},
 	qhinv1.Cluster_Checksums_FullMethodName:       {RoleBroker},
 
+	// Every node's own ledger; operators read it (a participant serves it
+	// to its member on the member's local API too).
+	qhinv1.Audit_ListEntries_FullMethodName:  {RoleOperator},
+	qhinv1.Audit_VerifyLedger_FullMethodName: {RoleOperator},
+
 	"/grpc.health.v1.Health/Check": everyone,
 	"/grpc.health.v1.Health/Watch": everyone,
 	"/grpc.health.v1.Health/List":  everyone,

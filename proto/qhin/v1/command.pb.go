@@ -34,18 +34,21 @@ const (
 	CommandType_COMMAND_TYPE_PUT_BROKER             CommandType = 4
 	CommandType_COMMAND_TYPE_REMOVE_BROKER          CommandType = 5
 	CommandType_COMMAND_TYPE_BATCH                  CommandType = 6
+	// Governance (30-39). A new key to seal links with (payload LinkKey).
+	CommandType_COMMAND_TYPE_ROTATE_LINK_KEY CommandType = 30
 )
 
 // Enum value maps for CommandType.
 var (
 	CommandType_name = map[int32]string{
-		0: "COMMAND_TYPE_UNSPECIFIED",
-		1: "COMMAND_TYPE_REGISTER_PARTICIPANT",
-		2: "COMMAND_TYPE_UPDATE_PARTICIPANT",
-		3: "COMMAND_TYPE_SET_PARTICIPANT_STATUS",
-		4: "COMMAND_TYPE_PUT_BROKER",
-		5: "COMMAND_TYPE_REMOVE_BROKER",
-		6: "COMMAND_TYPE_BATCH",
+		0:  "COMMAND_TYPE_UNSPECIFIED",
+		1:  "COMMAND_TYPE_REGISTER_PARTICIPANT",
+		2:  "COMMAND_TYPE_UPDATE_PARTICIPANT",
+		3:  "COMMAND_TYPE_SET_PARTICIPANT_STATUS",
+		4:  "COMMAND_TYPE_PUT_BROKER",
+		5:  "COMMAND_TYPE_REMOVE_BROKER",
+		6:  "COMMAND_TYPE_BATCH",
+		30: "COMMAND_TYPE_ROTATE_LINK_KEY",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":            0,
@@ -55,6 +58,7 @@ var (
 		"COMMAND_TYPE_PUT_BROKER":             4,
 		"COMMAND_TYPE_REMOVE_BROKER":          5,
 		"COMMAND_TYPE_BATCH":                  6,
+		"COMMAND_TYPE_ROTATE_LINK_KEY":        30,
 	}
 )
 
@@ -546,7 +550,7 @@ const file_qhin_v1_command_proto_rawDesc = "" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x02 \x01(\tR\terrorCode\x12\x1c\n" +
-	"\trestricts\x18\x04 \x01(\bR\trestrictsJ\x04\b\x03\x10\x04R\x05error*\xf5\x01\n" +
+	"\trestricts\x18\x04 \x01(\bR\trestrictsJ\x04\b\x03\x10\x04R\x05error*\x97\x02\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12%\n" +
 	"!COMMAND_TYPE_REGISTER_PARTICIPANT\x10\x01\x12#\n" +
@@ -554,7 +558,8 @@ const file_qhin_v1_command_proto_rawDesc = "" +
 	"#COMMAND_TYPE_SET_PARTICIPANT_STATUS\x10\x03\x12\x1b\n" +
 	"\x17COMMAND_TYPE_PUT_BROKER\x10\x04\x12\x1e\n" +
 	"\x1aCOMMAND_TYPE_REMOVE_BROKER\x10\x05\x12\x16\n" +
-	"\x12COMMAND_TYPE_BATCH\x10\x06B3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
+	"\x12COMMAND_TYPE_BATCH\x10\x06\x12 \n" +
+	"\x1cCOMMAND_TYPE_ROTATE_LINK_KEY\x10\x1eB3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
 
 var (
 	file_qhin_v1_command_proto_rawDescOnce sync.Once
