@@ -263,6 +263,7 @@ func TestDefaultPolicy_EveryMethodAsEveryRole(t *testing.T) {
 		qhinv1.RegisterResponderServer(s, qhinv1.UnimplementedResponderServer{})
 		qhinv1.RegisterDirectoryServer(s, qhinv1.UnimplementedDirectoryServer{})
 		qhinv1.RegisterClusterServer(s, qhinv1.UnimplementedClusterServer{})
+		qhinv1.RegisterAuditServer(s, qhinv1.UnimplementedAuditServer{})
 	})
 
 	conns := map[Role]*grpc.ClientConn{}
