@@ -273,7 +273,7 @@ func TestDefaultPolicy_EveryMethodAsEveryRole(t *testing.T) {
 	}
 
 	methods := qhinMethods(t)
-	registered := []string{"qhin.v1.Gateway", "qhin.v1.Responder", "qhin.v1.Directory", "qhin.v1.Cluster"}
+	registered := []string{"qhin.v1.Gateway", "qhin.v1.Responder", "qhin.v1.Directory", "qhin.v1.Cluster", "qhin.v1.Audit"}
 	for _, md := range methods {
 		if svc := string(md.Parent().FullName()); !slices.Contains(registered, svc) {
 			t.Fatalf("service %s is not registered on the test server: add its Unimplemented server above", svc)
