@@ -249,6 +249,9 @@ var wantCallers = map[string][]Role{
 	"/qhin.v1.Cluster/RestoreSnapshot": {RoleOperator, RoleBroker},
 	"/qhin.v1.Cluster/WaitApplied":     {RoleBroker},
 	"/qhin.v1.Cluster/Checksums":       {RoleBroker},
+
+	"/qhin.v1.Audit/ListEntries":  {RoleOperator},
+	"/qhin.v1.Audit/VerifyLedger": {RoleOperator},
 }
 
 // TestDefaultPolicy_EveryMethodAsEveryRole calls every RPC of qhin.v1 as
