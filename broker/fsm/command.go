@@ -13,7 +13,17 @@ import (
 
 // CommandVersion is the newest command envelope version this broker
 // understands. A broker refuses to apply commands of a newer version.
-const CommandVersion = 1
+//
+// Version 2 added the link key command, and changed what the purpose lists
+// of a directory command mean (PurposeListsVersion).
+const CommandVersion = 2
+
+// PurposeListsVersion is the command version from which a directory
+// command's empty purpose list means "none" (and "all" is written out);
+// before it, an empty list meant every purpose. The broker writes its
+// directory commands in this version, so that every broker reads their lists
+// alike.
+const PurposeListsVersion = 2
 
 // Errors a command can end in. Callers branch on them with errors.Is; the
 // service edge maps them to gRPC codes.
@@ -104,6 +114,7 @@ type Result struct {
 	Restricts bool
 
 	directory bool // the command changed the directory
+	linkKeys  bool // the command changed the link keys
 }
 
 // NewCommand builds a command envelope around a payload message. Its
@@ -168,6 +179,8 @@ type handler struct {
 	apply     func(t *txn, cmd *qhinv1.Command, payload proto.Message) (proto.Message, error)
 	// directory marks commands that change the participant directory.
 	directory bool
+	// linkKeys marks commands that change the link keys.
+	linkKeys bool
 	// since is the command version that introduced the type: a leader
 	// proposes it only once every broker understands that version.
 	since uint32

@@ -57,7 +57,7 @@ func entryHash(k, v []byte) [sha256.Size]byte {
 }
 
 // dataTables are the tables digests cover: every table but meta.
-var dataTables = [][]byte{bucketParticipants, bucketBrokers, bucketRequests, bucketRequestTimes}
+var dataTables = [][]byte{bucketParticipants, bucketBrokers, bucketRequests, bucketRequestTimes, bucketLinkKeys}
 
 // TableNames lists the tables digests cover, in the order of
 // Digests.Tables.
@@ -72,7 +72,7 @@ func TableNames() []string {
 // Digests is the state of every data table as of an applied index.
 type Digests struct {
 	Index  uint64
-	Tables [4]Digest // in dataTables order
+	Tables [5]Digest // in dataTables order
 }
 
 // Map returns the digests by table name.

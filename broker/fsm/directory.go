@@ -94,7 +94,7 @@ func applyUpdateParticipant(t *txn, cmd *qhinv1.Command, payload proto.Message) 
 	if u.Endpoint == "" {
 		return nil, fmt.Errorf("%w: participant needs an endpoint", ErrInvalid)
 	}
-	if narrows(p.InitiatePurposes, u.InitiatePurposes) || narrows(p.RespondPurposes, u.RespondPurposes) {
+	if v := Version(cmd); narrows(p.InitiatePurposes, u.InitiatePurposes, v) || narrows(p.RespondPurposes, u.RespondPurposes, v) {
 		t.restrict()
 	}
 	p.Organization = u.Organization
@@ -107,13 +107,27 @@ func applyUpdateParticipant(t *txn, cmd *qhinv1.Command, payload proto.Message) 
 }
 
 // narrows reports whether a purpose list allows less after a change than
-// before. An empty list allows every purpose.
-func narrows(before, after []string) bool {
-	if len(after) == 0 {
-		return false
-	}
-	if len(before) == 0 {
-		return true
+// before, reading the lists as commands of the version do: from
+// PurposeListsVersion on, "all" allows every purpose and an empty list none;
+// before it, an empty list allowed every purpose. A list that only
+// reshuffles codes (a code for its sub-codes) counts as narrowing: the
+// answer errs towards waiting for every broker.
+func narrows(before, after []string, version uint32) bool {
+	if version < PurposeListsVersion {
+		if len(after) == 0 {
+			return false
+		}
+		if len(before) == 0 {
+			return true
+		}
+	} else {
+		isAll := func(l []string) bool { return len(l) == 1 && l[0] == "all" }
+		if isAll(after) {
+			return false
+		}
+		if isAll(before) {
+			return true
+		}
 	}
 	for _, b := range before {
 		if !slices.Contains(after, b) {

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -33,7 +34,10 @@ var (
 	// bucketRequestTimes orders idempotency keys by command time, for pruning.
 	bucketRequestTimes = []byte("request_times")
 
-	tables = [][]byte{bucketMeta, bucketParticipants, bucketBrokers, bucketRequests, bucketRequestTimes}
+	// bucketLinkKeys holds the keys brokers seal links with (linkkeys.go).
+	bucketLinkKeys = []byte("link_keys")
+
+	tables = [][]byte{bucketMeta, bucketParticipants, bucketBrokers, bucketRequests, bucketRequestTimes, bucketLinkKeys}
 
 	keyAppliedIndex = []byte("applied_index")
 	keySchema       = []byte("schema")
@@ -41,7 +45,8 @@ var (
 
 // schemaVersion is the layout of the bbolt file. Version 2 added the table
 // digests; files of version 1 get them computed when opened or restored.
-const schemaVersion = 2
+// Version 3 added the link key table; files of version 2 get it, empty.
+const schemaVersion = 3
 
 // RequestRetention is how long an idempotency key is remembered, measured in
 // command time.
@@ -74,12 +79,13 @@ type FSM struct {
 	// applied while it fetches the leader's state.
 	applyMu sync.Mutex
 
-	applied    atomic.Uint64
-	dirVersion atomic.Uint64
-	digests    atomic.Pointer[Digests]
-	history    history
-	failed     atomic.Pointer[failure]
-	changed    atomic.Pointer[chan struct{}]
+	applied         atomic.Uint64
+	dirVersion      atomic.Uint64
+	linkKeysVersion atomic.Uint64
+	digests         atomic.Pointer[Digests]
+	history         history
+	failed          atomic.Pointer[failure]
+	changed         atomic.Pointer[chan struct{}]
 	// OnFailure, when set before use, is called once each time the state
 	// machine fails.
 	onFailure atomic.Pointer[func(error)]
@@ -161,7 +167,8 @@ func initDB(db *bolt.DB) error {
 }
 
 // migrate brings a file's layout to schemaVersion: it computes the table
-// digests of a version 1 file.
+// digests of a version 1 file, and adds the (empty) tables a version 2 file
+// lacks with their digests, keeping the digests it has for checking.
 func migrate(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	v := meta.Get(keySchema)
@@ -171,8 +178,25 @@ func migrate(tx *bolt.Tx) error {
 		return fmt.Errorf("%w: schema %x", ErrDamaged, v)
 	case binary.BigEndian.Uint64(v) == schemaVersion:
 		return nil
+	case binary.BigEndian.Uint64(v) == 2:
+		b, err := tx.CreateBucketIfNotExists(bucketLinkKeys)
+		if err != nil {
+			return err
+		}
+		if k, _ := b.Cursor().First(); k != nil {
+			return fmt.Errorf("%w: a schema 2 file holds link keys", ErrDamaged)
+		}
+		if err := meta.Put(digestKey(bucketLinkKeys), make([]byte, 8+sha256.Size)); err != nil {
+			return err
+		}
+		return meta.Put(keySchema, u64(schemaVersion))
 	case binary.BigEndian.Uint64(v) != 1:
 		return fmt.Errorf("state file has schema %d, this broker understands up to %d", binary.BigEndian.Uint64(v), schemaVersion)
+	}
+	for _, b := range tables {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
 	}
 	d, err := computeDigests(tx)
 	if err != nil {
@@ -327,7 +351,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	}
 	applied := f.applied.Load()
 	last := applied
-	directory := false
+	directory, linkKeys := false, false
 	var hist []Digests
 	var final Digests
 	err := guard(f.path, func() error {
@@ -347,6 +371,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 					}
 					out[i] = r
 					directory = directory || r.directory
+					linkKeys = linkKeys || r.linkKeys
 				}
 				last = l.Index
 				t.d.Index = last
@@ -374,6 +399,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	f.applied.Store(last)
 	if directory {
 		f.dirVersion.Add(1)
+	}
+	if linkKeys {
+		f.linkKeysVersion.Add(1)
 	}
 	f.signal()
 	return out
@@ -435,7 +463,7 @@ func (f *FSM) applyCommand(t *txn, cmd *qhinv1.Command) (*Result, error) {
 			return nil, fmt.Errorf("remember request: %w", perr)
 		}
 	}
-	return &Result{Value: value, Err: err, directory: h.directory && err == nil, Restricts: restricts}, nil
+	return &Result{Value: value, Err: err, directory: h.directory && err == nil, linkKeys: h.linkKeys && err == nil, Restricts: restricts}, nil
 }
 
 func replay(cmd *qhinv1.Command, h handler, stored []byte) *Result {
@@ -674,6 +702,7 @@ func (f *FSM) install(r io.Reader, keepIndex bool) (uint64, error) {
 	f.digests.Store(&d)
 	f.history.reset()
 	f.dirVersion.Add(1)
+	f.linkKeysVersion.Add(1)
 	if f.failed.Swap(nil) != nil {
 		f.log.Info("state machine recovered: a whole state was installed", "file", f.path, "applied_index", d.Index)
 	}
@@ -785,15 +814,22 @@ func checkRestored(path string, opts *bolt.Options) (*bolt.DB, Digests, error) {
 	var d Digests
 	err = guard(path, func() error {
 		err := db.Update(func(tx *bolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			if meta == nil {
+				return fmt.Errorf("table %s missing", bucketMeta)
+			}
+			if v := meta.Get(keySchema); len(v) != 8 {
+				return fmt.Errorf("schema %x", v)
+			}
+			if err := migrate(tx); err != nil {
+				return err
+			}
 			for _, b := range tables {
 				if tx.Bucket(b) == nil {
 					return fmt.Errorf("table %s missing", b)
 				}
 			}
-			if v := tx.Bucket(bucketMeta).Get(keySchema); len(v) != 8 {
-				return fmt.Errorf("schema %x", v)
-			}
-			return migrate(tx)
+			return nil
 		})
 		if err != nil {
 			return err
