@@ -285,7 +285,7 @@ func TestObserver_RecordsRefusalsAndAuditedCalls(t *testing.T) {
 	obs := l.Observer(map[string]string{"/qhin.v1.Directory/SetParticipantStatus": "set-participant-status"})
 	ctx := WithLocalCaller(context.Background(), "unix:1000")
 	obs(ctx, "/qhin.v1.Gateway/DiscoverPatients", status.Error(codes.InvalidArgument, "demographics.gender: must be male, female, other or unknown"))
-	obs(ctx, "/qhin.v1.Gateway/DiscoverPatients", nil)                                // recorded by the handler
+	obs(ctx, "/qhin.v1.Gateway/DiscoverPatients", nil)                                 // recorded by the handler
 	obs(ctx, "/qhin.v1.Gateway/DiscoverPatients", status.Error(codes.Unavailable, "")) // not a refusal
 	obs(ctx, "/grpc.health.v1.Health/Check", status.Error(codes.PermissionDenied, "x"))
 	obs(ctx, "/qhin.v1.Directory/SetParticipantStatus", nil)
