@@ -17,7 +17,6 @@ import (
 
 	"github.com/openqhin/openqhin/broker/cluster"
 	"github.com/openqhin/openqhin/broker/fsm"
-	"github.com/openqhin/openqhin/broker/purpose"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -53,17 +52,7 @@ func (d *directory) validateParticipant(p *qhinv1.Participant) error {
 	if err := validateEndpoint(p.Endpoint); err != nil {
 		return invalid("participant.endpoint", err.Error())
 	}
-	for i, c := range p.InitiatePurposes {
-		if err := purpose.ValidateQuery(c); err != nil {
-			return invalid(fmt.Sprintf("participant.initiate_purposes[%d]", i), err.Error())
-		}
-	}
-	for i, c := range p.RespondPurposes {
-		if err := purpose.ValidateQuery(c); err != nil {
-			return invalid(fmt.Sprintf("participant.respond_purposes[%d]", i), err.Error())
-		}
-	}
-	return nil
+	return validatePurposeLists("participant.", p)
 }
 
 func validateEndpoint(ep string) error {
@@ -96,6 +85,9 @@ func (d *directory) apply(ctx context.Context, t qhinv1.CommandType, reqID strin
 	cmd, err := fsm.NewCommand(t, requestID(reqID), time.Now(), payload)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if t != qhinv1.CommandType_COMMAND_TYPE_SET_PARTICIPANT_STATUS {
+		purposeListsCommand(cmd)
 	}
 	v, _, err := d.s.node.Apply(ctx, cmd)
 	if err != nil {
@@ -183,6 +175,9 @@ func (d *directory) WriteParticipants(ctx context.Context, req *qhinv1.WritePart
 		c, err := fsm.NewCommand(t, "", now, payload)
 		if err != nil {
 			return nil, toStatus(err)
+		}
+		if t != qhinv1.CommandType_COMMAND_TYPE_SET_PARTICIPANT_STATUS {
+			purposeListsCommand(c)
 		}
 		cmds[i] = c
 	}

@@ -24,32 +24,47 @@ func member(id string, st qhinv1.ParticipantStatus, answers ...string) *qhinv1.P
 
 func TestRoute_AsksActiveMembersThatAnswerThePurpose(t *testing.T) {
 	directory := []*qhinv1.Participant{
-		member("p1", active),
-		member("p2", active),
-		member("p3", suspended),
-		member("p4", retired),
+		member("p1", active, "all"),
+		member("p2", active, "all"),
+		member("p3", suspended, "all"),
+		member("p4", retired, "all"),
 		member("p5", active, "T-PYMNT"),
 		member("p6", active, "T-TRTMNT", "T-TREAT"),
+		member("p7", active), // answers nothing
+		member("p8", suspended),
 	}
 	tests := []struct {
-		initiator, purpose string
-		ask, skipped       string
+		initiator, purpose   string
+		ask, skipped, denied string
 	}{
-		{"p1", "T-TRTMNT", "p2,p6", "p3,p5"},
-		{"p2", "T-PYMNT", "p1,p5", "p3,p6"},
-		{"p6", "T-TREAT", "p1,p2", "p3,p5"},
+		// A member that does not answer a required purpose is DENIED, not
+		// skipped; a suspended one is skipped whatever the purpose.
+		{"p1", "T-TRTMNT", "p2,p6", "p3,p8", "p5,p7"},
+		{"p2", "T-PYMNT", "p1,p5", "p3,p6,p7,p8", ""},
+		{"p6", "T-TREAT", "p1,p2", "p3,p5,p7,p8", ""},
+		{"p6", "T-IAS", "p1,p2", "p3,p8", "p5,p7"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.initiator+"/"+tt.purpose, func(t *testing.T) {
-			ask, skipped := route(directory, tt.initiator, tt.purpose)
-			var a, s []string
+			ask, notAsked := route(directory, tt.initiator, tt.purpose)
+			var a, s, d []string
 			for _, p := range ask {
 				a = append(a, p.Id)
 			}
-			for _, st := range skipped {
-				s = append(s, st.ParticipantId)
-				if st.Status != qhinv1.ResponderState_RESPONDER_STATE_SKIPPED || st.Detail == "" {
-					t.Errorf("skipped %s: %v %q", st.ParticipantId, st.Status, st.Detail)
+			for _, st := range notAsked {
+				switch st.Status {
+				case qhinv1.ResponderState_RESPONDER_STATE_SKIPPED:
+					s = append(s, st.ParticipantId)
+				case qhinv1.ResponderState_RESPONDER_STATE_DENIED:
+					d = append(d, st.ParticipantId)
+					if !strings.Contains(st.Detail, "information blocking") {
+						t.Errorf("denied %s: %q does not say why", st.ParticipantId, st.Detail)
+					}
+				default:
+					t.Errorf("not asked %s: %v", st.ParticipantId, st.Status)
+				}
+				if st.Detail == "" {
+					t.Errorf("not asked %s: no detail", st.ParticipantId)
 				}
 			}
 			if got := strings.Join(a, ","); got != tt.ask {
@@ -58,12 +73,15 @@ func TestRoute_AsksActiveMembersThatAnswerThePurpose(t *testing.T) {
 			if got := strings.Join(s, ","); got != tt.skipped {
 				t.Errorf("skipped %s, want %s", got, tt.skipped)
 			}
+			if got := strings.Join(d, ","); got != tt.denied {
+				t.Errorf("denied %s, want %s", got, tt.denied)
+			}
 		})
 	}
 }
 
 func TestRouteLinks_GroupsByMemberAndSkipsTheUnaskable(t *testing.T) {
-	directory := index([]*qhinv1.Participant{member("p1", active), member("p2", suspended), member("p3", active, "T-PYMNT")})
+	directory := index([]*qhinv1.Participant{member("p1", active, "all"), member("p2", suspended, "all"), member("p3", active, "T-PYMNT")})
 	links := []*qhinv1.PatientLink{
 		{ParticipantId: "p1", PatientId: "a"},
 		{ParticipantId: "p9", PatientId: "x"},
@@ -72,7 +90,7 @@ func TestRouteLinks_GroupsByMemberAndSkipsTheUnaskable(t *testing.T) {
 		{ParticipantId: "p1", PatientId: "a"},
 		{ParticipantId: "p3", PatientId: "d"},
 	}
-	ask, patients, skipped := routeLinks(directory, links, "T-TRTMNT")
+	ask, patients, skipped := routeLinks(directory, links, "T-TREAT")
 	if len(ask) != 1 || ask[0].Id != "p1" {
 		t.Fatalf("ask %v, want p1 only", ask)
 	}
@@ -83,7 +101,7 @@ func TestRouteLinks_GroupsByMemberAndSkipsTheUnaskable(t *testing.T) {
 	for _, s := range skipped {
 		reasons[s.ParticipantId] = s.Detail
 	}
-	for id, want := range map[string]string{"p9": "not a member", "p2": "suspended", "p3": "does not answer T-TRTMNT"} {
+	for id, want := range map[string]string{"p9": "not a member", "p2": "suspended", "p3": "does not answer T-TREAT"} {
 		if !strings.Contains(reasons[id], want) {
 			t.Errorf("%s skipped for %q, want %q", id, reasons[id], want)
 		}

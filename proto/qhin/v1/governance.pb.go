@@ -90,8 +90,11 @@ type LinkClaims struct {
 	// The member holding the record, and its local ids.
 	ParticipantId string `protobuf:"bytes,5,opt,name=participant_id,json=participantId,proto3" json:"participant_id,omitempty"`
 	PatientId     string `protobuf:"bytes,6,opt,name=patient_id,json=patientId,proto3" json:"patient_id,omitempty"`
-	// Document links only.
+	// Document links only: the document, and the audit reference of the
+	// patient link it was listed under, so that the retrieval's audit entry
+	// names the same patient reference as the discovery's.
 	DocumentId    string `protobuf:"bytes,7,opt,name=document_id,json=documentId,proto3" json:"document_id,omitempty"`
+	PatientRef    string `protobuf:"bytes,8,opt,name=patient_ref,json=patientRef,proto3" json:"patient_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -171,6 +174,13 @@ func (x *LinkClaims) GetPatientId() string {
 func (x *LinkClaims) GetDocumentId() string {
 	if x != nil {
 		return x.DocumentId
+	}
+	return ""
+}
+
+func (x *LinkClaims) GetPatientRef() string {
+	if x != nil {
+		return x.PatientRef
 	}
 	return ""
 }
@@ -796,7 +806,7 @@ var File_qhin_v1_governance_proto protoreflect.FileDescriptor
 
 const file_qhin_v1_governance_proto_rawDesc = "" +
 	"\n" +
-	"\x18qhin/v1/governance.proto\x12\aqhin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13qhin/v1/types.proto\"\x9d\x02\n" +
+	"\x18qhin/v1/governance.proto\x12\aqhin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13qhin/v1/types.proto\"\xbe\x02\n" +
 	"\n" +
 	"LinkClaims\x12%\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x11.qhin.v1.LinkKindR\x04kind\x128\n" +
@@ -807,7 +817,9 @@ const file_qhin_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"patient_id\x18\x06 \x01(\tR\tpatientId\x12\x1f\n" +
 	"\vdocument_id\x18\a \x01(\tR\n" +
-	"documentId\"{\n" +
+	"documentId\x12\x1f\n" +
+	"\vpatient_ref\x18\b \x01(\tR\n" +
+	"patientRef\"{\n" +
 	"\aLinkKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\fR\x06secret\x124\n" +
