@@ -46,6 +46,8 @@ func run() error {
 	flag.DurationVar(&cfg.Limits.SendTimeout, "send-timeout", broker.DefaultSendTimeout, "time an initiator has to take each chunk of a retrieved document")
 	flag.IntVar(&cfg.Limits.MemberStreamWindowBytes, "member-stream-window-bytes", broker.DefaultMemberStreamWindowBytes, "flow-control window of a stream from a member: what it may send ahead of what this broker has passed on")
 	flag.IntVar(&cfg.Limits.MemberConnWindowBytes, "member-conn-window-bytes", broker.DefaultMemberConnWindowBytes, "flow-control window of a connection to a member")
+	flag.DurationVar(&cfg.LinkTTL, "link-ttl", broker.DefaultLinkTTL, "how long the links a discovery or document query issues stay valid (at most --link-key-rotation)")
+	flag.DurationVar(&cfg.LinkKeyRotation, "link-key-rotation", broker.DefaultLinkKeyRotation, "how often the leader replaces the key links are sealed with")
 	flag.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "Raft entries between snapshots")
 	flag.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 2*time.Minute, "how often to check the snapshot threshold")
 	flag.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "Raft entries kept after a snapshot")
