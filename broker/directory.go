@@ -86,9 +86,6 @@ func (d *directory) apply(ctx context.Context, t qhinv1.CommandType, reqID strin
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if t != qhinv1.CommandType_COMMAND_TYPE_SET_PARTICIPANT_STATUS {
-		purposeListsCommand(cmd)
-	}
 	v, _, err := d.s.node.Apply(ctx, cmd)
 	if err != nil {
 		return nil, toStatus(err)
@@ -175,9 +172,6 @@ func (d *directory) WriteParticipants(ctx context.Context, req *qhinv1.WritePart
 		c, err := fsm.NewCommand(t, "", now, payload)
 		if err != nil {
 			return nil, toStatus(err)
-		}
-		if t != qhinv1.CommandType_COMMAND_TYPE_SET_PARTICIPANT_STATUS {
-			purposeListsCommand(c)
 		}
 		cmds[i] = c
 	}

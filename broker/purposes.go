@@ -8,7 +8,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/openqhin/openqhin/broker/fanout"
-	"github.com/openqhin/openqhin/broker/fsm"
 	"github.com/openqhin/openqhin/broker/purpose"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -88,14 +87,6 @@ func declinedRequired(purposeCode string, rs []*qhinv1.ResponderStatus) []string
 		}
 	}
 	return out
-}
-
-// purposeListsCommand writes a directory command in the version whose
-// purpose lists default to none (fsm.PurposeListsVersion), so that every
-// broker reads its lists alike.
-func purposeListsCommand(cmd *qhinv1.Command) *qhinv1.Command {
-	cmd.Version = max(cmd.Version, fsm.PurposeListsVersion)
-	return cmd
 }
 
 // validatePurposeLists checks a directory entry's purpose lists.

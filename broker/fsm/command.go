@@ -14,16 +14,8 @@ import (
 // CommandVersion is the newest command envelope version this broker
 // understands. A broker refuses to apply commands of a newer version.
 //
-// Version 2 added the link key command, and changed what the purpose lists
-// of a directory command mean (PurposeListsVersion).
+// Version 2 added the link key command.
 const CommandVersion = 2
-
-// PurposeListsVersion is the command version from which a directory
-// command's empty purpose list means "none" (and "all" is written out);
-// before it, an empty list meant every purpose. The broker writes its
-// directory commands in this version, so that every broker reads their lists
-// alike.
-const PurposeListsVersion = 2
 
 // Errors a command can end in. Callers branch on them with errors.Is; the
 // service edge maps them to gRPC codes.

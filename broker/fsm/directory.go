@@ -94,7 +94,7 @@ func applyUpdateParticipant(t *txn, cmd *qhinv1.Command, payload proto.Message) 
 	if u.Endpoint == "" {
 		return nil, fmt.Errorf("%w: participant needs an endpoint", ErrInvalid)
 	}
-	if v := Version(cmd); narrows(p.InitiatePurposes, u.InitiatePurposes, v) || narrows(p.RespondPurposes, u.RespondPurposes, v) {
+	if narrows(p.InitiatePurposes, u.InitiatePurposes) || narrows(p.RespondPurposes, u.RespondPurposes) {
 		t.restrict()
 	}
 	p.Organization = u.Organization
@@ -107,27 +107,20 @@ func applyUpdateParticipant(t *txn, cmd *qhinv1.Command, payload proto.Message) 
 }
 
 // narrows reports whether a purpose list allows less after a change than
-// before, reading the lists as commands of the version do: from
-// PurposeListsVersion on, "all" allows every purpose and an empty list none;
-// before it, an empty list allowed every purpose. A list that only
+// before: "all" allows every purpose, an empty list none. A list that only
 // reshuffles codes (a code for its sub-codes) counts as narrowing: the
 // answer errs towards waiting for every broker.
-func narrows(before, after []string, version uint32) bool {
-	if version < PurposeListsVersion {
-		if len(after) == 0 {
-			return false
-		}
-		if len(before) == 0 {
-			return true
-		}
-	} else {
-		isAll := func(l []string) bool { return len(l) == 1 && l[0] == "all" }
-		if isAll(after) {
-			return false
-		}
-		if isAll(before) {
-			return true
-		}
+//
+// Brokers before purpose lists were default deny read an empty list as
+// every purpose; a cluster that still runs one acknowledges some narrowing
+// updates sooner than it should, until every broker is upgraded.
+func narrows(before, after []string) bool {
+	isAll := func(l []string) bool { return len(l) == 1 && l[0] == "all" }
+	if isAll(after) {
+		return false
+	}
+	if isAll(before) {
+		return true
 	}
 	for _, b := range before {
 		if !slices.Contains(after, b) {

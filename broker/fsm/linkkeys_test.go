@@ -196,33 +196,31 @@ func TestOpen_SchemaTwoFileGetsTheLinkKeyTable(t *testing.T) {
 	}
 }
 
-func TestApply_PurposeListsOfVersionTwo(t *testing.T) {
-	update := func(t *testing.T, version uint32, initiate ...string) *qhinv1.Command {
-		c := mustCommand(t, qhinv1.CommandType_COMMAND_TYPE_UPDATE_PARTICIPANT, "", t0, &qhinv1.Participant{
+func TestApply_PurposeListsAreDefaultDeny(t *testing.T) {
+	update := func(t *testing.T, initiate ...string) *qhinv1.Command {
+		return mustCommand(t, qhinv1.CommandType_COMMAND_TYPE_UPDATE_PARTICIPANT, "", t0, &qhinv1.Participant{
 			Id: "p1", Endpoint: "127.0.0.1:9000", InitiatePurposes: initiate})
-		c.Version = version
-		return c
 	}
 	for _, tt := range []struct {
 		name          string
 		before, after []string
-		version       uint32
 		want          bool
 	}{
-		{"v1: empty is all, so emptying widens", []string{"T-TREAT"}, nil, 1, false},
-		{"v2: empty is none, so emptying narrows", []string{"T-TREAT"}, nil, 2, true},
-		{"v2: all widens", []string{"T-TREAT"}, []string{"all"}, 2, false},
-		{"v2: from all to a code narrows", []string{"all"}, []string{"T-TREAT"}, 2, true},
-		{"v2: adding a code widens", []string{"T-TREAT"}, []string{"T-TREAT", "T-IAS"}, 2, false},
-		{"v2: from none to a code widens", nil, []string{"T-TREAT"}, 2, false},
+		{"empty is none, so emptying narrows", []string{"T-TREAT"}, nil, true},
+		{"all widens", []string{"T-TREAT"}, []string{"all"}, false},
+		{"from all to a code narrows", []string{"all"}, []string{"T-TREAT"}, true},
+		{"from all to none narrows", []string{"all"}, nil, true},
+		{"adding a code widens", []string{"T-TREAT"}, []string{"T-TREAT", "T-IAS"}, false},
+		{"from none to a code widens", nil, []string{"T-TREAT"}, false},
+		{"swapping codes narrows", []string{"T-TREAT"}, []string{"T-IAS"}, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			a := &applier{t: t, f: openFSM(t)}
 			a.apply(register(t, "p1", ""))
-			if r := a.apply(update(t, 2, tt.before...)); r.Err != nil {
+			if r := a.apply(update(t, tt.before...)); r.Err != nil {
 				t.Fatal(r.Err)
 			}
-			r := a.apply(update(t, tt.version, tt.after...))
+			r := a.apply(update(t, tt.after...))
 			if r.Err != nil || r.Restricts != tt.want {
 				t.Errorf("restricts %v (%v), want %v", r.Restricts, r.Err, tt.want)
 			}
