@@ -17,7 +17,6 @@ import (
 
 	"github.com/openqhin/openqhin/broker/cluster"
 	"github.com/openqhin/openqhin/broker/fsm"
-	"github.com/openqhin/openqhin/broker/purpose"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -53,17 +52,7 @@ func (d *directory) validateParticipant(p *qhinv1.Participant) error {
 	if err := validateEndpoint(p.Endpoint); err != nil {
 		return invalid("participant.endpoint", err.Error())
 	}
-	for i, c := range p.InitiatePurposes {
-		if err := purpose.ValidateQuery(c); err != nil {
-			return invalid(fmt.Sprintf("participant.initiate_purposes[%d]", i), err.Error())
-		}
-	}
-	for i, c := range p.RespondPurposes {
-		if err := purpose.ValidateQuery(c); err != nil {
-			return invalid(fmt.Sprintf("participant.respond_purposes[%d]", i), err.Error())
-		}
-	}
-	return nil
+	return validatePurposeLists("participant.", p)
 }
 
 func validateEndpoint(ep string) error {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/openqhin/openqhin/broker/audit"
 	"github.com/openqhin/openqhin/broker/fanout"
 	"github.com/openqhin/openqhin/broker/purpose"
 	"github.com/openqhin/openqhin/broker/sizes"
@@ -72,8 +73,8 @@ func (g *gateway) initiator(ctx context.Context, purposeCode string, requester *
 	if err := validateCommon(purposeCode, requester); err != nil {
 		return nil, err
 	}
-	if !purpose.Permits(p.InitiatePurposes, purposeCode) {
-		return nil, status.Errorf(codes.PermissionDenied, "participant %s may not initiate %s queries", p.Id, purposeCode)
+	if err := mayInitiate(p, purposeCode); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -88,7 +89,7 @@ func validateCommon(purposeCode string, r *qhinv1.Requester) error {
 	if r.Id == "" {
 		return invalid("requester.id", "required")
 	}
-	return nil
+	return checkNPI(purposeCode, r)
 }
 
 // queryContext bounds a query by the caller's deadline, capped at the
@@ -162,6 +163,13 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 	}
 	resp.Responders = append(resp.Responders, skipped...)
 	resp.Persons = fanout.MergePersons(ctx, found)
+	refs, err := g.issuePersonLinks(init.Id, req.PurposeOfUse, resp.Persons)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.record(ctx, qhinv1.Gateway_DiscoverPatients_FullMethodName, audit.ActionDiscover, qc, resp.Responders, refs, nil); err != nil {
+		return nil, err
+	}
 	g.s.metrics.fanout(len(ask), resp.Responders)
 	g.s.logQuery(ctx, "discover", qc, start, resp.Responders, "persons", len(resp.Persons))
 	return resp, nil
@@ -186,20 +194,12 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 	if len(req.Links) == 0 {
 		return nil, invalid("links", "at least one patient link is required")
 	}
-	members := map[string]bool{}
-	for i, l := range req.Links {
-		if l.GetParticipantId() == "" {
-			return nil, invalid(fmt.Sprintf("links[%d].participant_id", i), "required")
-		}
-		if pki.ValidateName(l.ParticipantId) != nil {
-			return nil, invalid(fmt.Sprintf("links[%d].participant_id", i), memberIDRule)
-		}
-		if l.GetPatientId() == "" {
-			return nil, invalid(fmt.Sprintf("links[%d].patient_id", i), "required")
-		}
-		if members[l.ParticipantId] = true; len(members) > g.s.limits.MaxMembersPerQuery {
-			return nil, invalid("links", fmt.Sprintf("must name at most %d distinct members (--max-members-per-query)", g.s.limits.MaxMembersPerQuery))
-		}
+	opened, err := g.openPatientLinks(init.Id, req.PurposeOfUse, req.Links)
+	if err != nil {
+		return nil, err
+	}
+	if len(opened.expires) > g.s.limits.MaxMembersPerQuery {
+		return nil, invalid("links", fmt.Sprintf("must name at most %d distinct members (--max-members-per-query)", g.s.limits.MaxMembersPerQuery))
 	}
 	if req.Since != nil && req.Until != nil && !req.Since.AsTime().Before(req.Until.AsTime()) {
 		return nil, invalid("since", "must be before until")
@@ -208,7 +208,7 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	ask, patients, skipped := routeLinks(directory, req.Links, req.PurposeOfUse)
+	ask, patients, skipped := routeLinks(directory, opened.links, req.PurposeOfUse)
 	qc := &qhinv1.QueryContext{QueryId: newQueryID(), InitiatorParticipantId: init.Id, PurposeOfUse: req.PurposeOfUse, Requester: req.Requester}
 	byID := index(ask)
 
@@ -250,6 +250,13 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 	}
 	resp.Responders = append(resp.Responders, skipped...)
 	resp.Documents = fanout.MergeDocuments(lists...)
+	docRefs, err := g.issueDocumentLinks(init.Id, req.PurposeOfUse, opened, resp.Documents)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.record(ctx, qhinv1.Gateway_QueryDocuments_FullMethodName, audit.ActionDocuments, qc, resp.Responders, opened.refs, docRefs); err != nil {
+		return nil, err
+	}
 	g.s.metrics.fanout(len(ask), resp.Responders)
 	g.s.logQuery(ctx, "documents", qc, start, resp.Responders, "documents", len(resp.Documents))
 	return resp, nil
@@ -274,22 +281,17 @@ func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc
 		return err
 	}
 	defer release()
-	if req.GetLink().GetParticipantId() == "" {
-		return invalid("link.participant_id", "required")
-	}
-	if pki.ValidateName(req.Link.ParticipantId) != nil {
-		return invalid("link.participant_id", memberIDRule)
-	}
-	if req.GetLink().GetDocumentId() == "" {
-		return invalid("link.document_id", "required")
+	doc, err := g.s.open("link.link", req.GetLink().GetLink(), qhinv1.LinkKind_LINK_KIND_DOCUMENT, init.Id, req.PurposeOfUse)
+	if err != nil {
+		return err
 	}
 	_, directory, err := g.s.routing.get(g.s.node.FSM())
 	if err != nil {
 		return toStatus(err)
 	}
-	holder, ok := directory[req.Link.ParticipantId]
+	holder, ok := directory[doc.ParticipantId]
 	if !ok {
-		return status.Error(codes.NotFound, "link.participant_id: not a member of the network")
+		return status.Errorf(codes.NotFound, "link.link: participant %s is no longer a member of the network", doc.ParticipantId)
 	}
 	if reason, ok := askable(holder, req.PurposeOfUse); !ok {
 		return status.Errorf(codes.FailedPrecondition, "participant %s: %s", holder.Id, reason)
@@ -320,8 +322,16 @@ func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc
 		return err
 	}
 
+	// Once the retrieval is recorded, a stream that then fails is recorded
+	// too.
+	recorded := false
+	defer func() {
+		if recorded {
+			g.recordFailedRetrieval(ctx, qc, holder.Id, []string{audit.LinkRef(req.Link.Link)}, err)
+		}
+	}()
 	start := time.Now()
-	in, err := c.RetrieveDocument(ctx, &qhinv1.ResponderRetrieveDocumentRequest{Context: qc, DocumentId: req.Link.DocumentId})
+	in, err := c.RetrieveDocument(ctx, &qhinv1.ResponderRetrieveDocumentRequest{Context: qc, DocumentId: doc.DocumentId})
 	if err != nil {
 		return retrieveError(ctx, holder.Id, err)
 	}
@@ -352,7 +362,12 @@ func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc
 				header.Patient = &qhinv1.PatientLink{}
 			}
 			header.Patient.ParticipantId = holder.Id
+			header.Link = req.Link.Link
 			h = sha256.New()
+			if err := g.recordRetrieval(ctx, qc, doc, req.Link.Link); err != nil {
+				return err
+			}
+			recorded = true
 			if err := send(&qhinv1.RetrieveDocumentResponse{Part: &qhinv1.RetrieveDocumentResponse_Header{Header: header}}); err != nil {
 				return err
 			}
@@ -392,7 +407,7 @@ func retrieveError(ctx context.Context, holder string, err error) error {
 	}
 	switch status.Code(err) {
 	case codes.NotFound:
-		return status.Errorf(codes.NotFound, "link.document_id: not found at participant %s", holder)
+		return status.Errorf(codes.NotFound, "link.link: the document is no longer at participant %s", holder)
 	case codes.PermissionDenied:
 		return status.Errorf(codes.PermissionDenied, "participant %s refused the retrieval", holder)
 	case codes.DeadlineExceeded:

@@ -22,6 +22,7 @@ type metrics struct {
 	responders       *prometheus.CounterVec
 	responderLatency *prometheus.HistogramVec
 	fanoutWidth      prometheus.Histogram
+	blocking         *prometheus.CounterVec
 
 	// members are the ids a participant label may hold: the directory's
 	// members that have not retired. Any other id counts as unknownMember.
@@ -60,11 +61,15 @@ func newMetrics(reg *prometheus.Registry, node *cluster.Node, refresh func()) *m
 			Namespace: ns, Name: "fanout_width",
 			Help: "Members asked per query.", Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128, 256},
 		}),
+		blocking: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "information_blocking_total",
+			Help: "Queries of a purpose every member must answer that a member declined (did not list the purpose, or refused), by member and purpose: possible information blocking.",
+		}, []string{"participant", "purpose"}),
 	}
 	gauge := func(name, help string, fn func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: "raft", Name: name, Help: help}, fn)
 	}
-	reg.MustRegister(m.queries, m.queryLatency, m.responders, m.responderLatency, m.fanoutWidth,
+	reg.MustRegister(m.queries, m.queryLatency, m.responders, m.responderLatency, m.fanoutWidth, m.blocking,
 		gauge("state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 {
 			return float64(node.NodeStatus().State - 1)
 		}),
@@ -120,6 +125,22 @@ func (m *metrics) fanout(asked int, statuses []*qhinv1.ResponderStatus) {
 	}
 }
 
+// informationBlocking counts the members that declined a query of a
+// purpose they must answer.
+func (m *metrics) informationBlocking(purposeCode string, members []string) {
+	if len(members) == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, id := range members {
+		if !m.members[id] {
+			id = unknownMember
+		}
+		m.blocking.WithLabelValues(id, purposeLabel(purposeCode)).Inc()
+	}
+}
+
 // stateLabel is a responder state as a label value, from the enum's fixed
 // names.
 func stateLabel(s qhinv1.ResponderState) string {
@@ -141,6 +162,7 @@ func (m *metrics) setMembers(ps []*qhinv1.Participant) {
 	defer m.mu.Unlock()
 	for id := range m.members {
 		if !next[id] {
+			m.blocking.DeletePartialMatch(prometheus.Labels{"participant": id})
 			m.responders.DeletePartialMatch(prometheus.Labels{"participant": id})
 			m.responderLatency.DeletePartialMatch(prometheus.Labels{"participant": id})
 		}

@@ -67,7 +67,7 @@ func route(directory []*qhinv1.Participant, initiator, purposeCode string, mode 
 		}
 		if reason, ok := askable(p, purposeCode); !ok {
 			if p.Status != qhinv1.ParticipantStatus_PARTICIPANT_STATUS_RETIRED {
-				skipped = append(skipped, fanout.Skipped(p.Id, reason))
+				skipped = append(skipped, notAsked(p, purposeCode, reason))
 			}
 			continue
 		}
@@ -133,7 +133,7 @@ func routeLinks(directory map[string]*qhinv1.Participant, links []*qhinv1.Patien
 				skipped = append(skipped, fanout.Skipped(id, "not a member of the network"))
 			default:
 				if reason, can := askable(p, purposeCode); !can {
-					skipped = append(skipped, fanout.Skipped(id, reason))
+					skipped = append(skipped, notAsked(p, purposeCode, reason))
 				} else {
 					ask, ok = append(ask, p), true
 				}

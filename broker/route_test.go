@@ -24,32 +24,47 @@ func member(id string, st qhinv1.ParticipantStatus, answers ...string) *qhinv1.P
 
 func TestRoute_AsksActiveMembersThatAnswerThePurpose(t *testing.T) {
 	directory := []*qhinv1.Participant{
-		member("p1", active),
-		member("p2", active),
-		member("p3", suspended),
-		member("p4", retired),
+		member("p1", active, "all"),
+		member("p2", active, "all"),
+		member("p3", suspended, "all"),
+		member("p4", retired, "all"),
 		member("p5", active, "T-PYMNT"),
 		member("p6", active, "T-TRTMNT", "T-TREAT"),
+		member("p7", active), // answers nothing
+		member("p8", suspended),
 	}
 	tests := []struct {
-		initiator, purpose string
-		ask, skipped       string
+		initiator, purpose   string
+		ask, skipped, denied string
 	}{
-		{"p1", "T-TRTMNT", "p2,p6", "p3,p5"},
-		{"p2", "T-PYMNT", "p1,p5", "p3,p6"},
-		{"p6", "T-TREAT", "p1,p2", "p3,p5"},
+		// A member that does not answer a required purpose is DENIED, not
+		// skipped; a suspended one is skipped whatever the purpose.
+		{"p1", "T-TRTMNT", "p2,p6", "p3,p8", "p5,p7"},
+		{"p2", "T-PYMNT", "p1,p5", "p3,p6,p7,p8", ""},
+		{"p6", "T-TREAT", "p1,p2", "p3,p5,p7,p8", ""},
+		{"p6", "T-IAS", "p1,p2", "p3,p8", "p5,p7"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.initiator+"/"+tt.purpose, func(t *testing.T) {
-			ask, skipped, _ := route(directory, tt.initiator, tt.purpose, RoutingBroadcast, nil)
-			var a, s []string
+			ask, notAsked, _ := route(directory, tt.initiator, tt.purpose, RoutingBroadcast, nil)
+			var a, s, d []string
 			for _, p := range ask {
 				a = append(a, p.Id)
 			}
-			for _, st := range skipped {
-				s = append(s, st.ParticipantId)
-				if st.Status != qhinv1.ResponderState_RESPONDER_STATE_SKIPPED || st.Detail == "" {
-					t.Errorf("skipped %s: %v %q", st.ParticipantId, st.Status, st.Detail)
+			for _, st := range notAsked {
+				switch st.Status {
+				case qhinv1.ResponderState_RESPONDER_STATE_SKIPPED:
+					s = append(s, st.ParticipantId)
+				case qhinv1.ResponderState_RESPONDER_STATE_DENIED:
+					d = append(d, st.ParticipantId)
+					if !strings.Contains(st.Detail, "information blocking") {
+						t.Errorf("denied %s: %q does not say why", st.ParticipantId, st.Detail)
+					}
+				default:
+					t.Errorf("not asked %s: %v", st.ParticipantId, st.Status)
+				}
+				if st.Detail == "" {
+					t.Errorf("not asked %s: no detail", st.ParticipantId)
 				}
 			}
 			if got := strings.Join(a, ","); got != tt.ask {
@@ -58,17 +73,20 @@ func TestRoute_AsksActiveMembersThatAnswerThePurpose(t *testing.T) {
 			if got := strings.Join(s, ","); got != tt.skipped {
 				t.Errorf("skipped %s, want %s", got, tt.skipped)
 			}
+			if got := strings.Join(d, ","); got != tt.denied {
+				t.Errorf("denied %s, want %s", got, tt.denied)
+			}
 		})
 	}
 }
 
 func TestRoute_Modes(t *testing.T) {
 	directory := []*qhinv1.Participant{
-		member("p1", active),
-		member("p2", active),
-		member("p3", active),
-		member("p4", active),
-		member("p5", suspended),
+		member("p1", active, "all"),
+		member("p2", active, "all"),
+		member("p3", active, "all"),
+		member("p4", active, "all"),
+		member("p5", suspended, "all"),
 		member("p6", active, "T-PYMNT"),
 	}
 	set := func(ids ...string) map[string]bool {
@@ -98,7 +116,7 @@ func TestRoute_Modes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ask, skipped, decision := route(directory, "p1", "T-TRTMNT", tt.mode, tt.holders)
+			ask, skipped, decision := route(directory, "p1", "T-TREAT", tt.mode, tt.holders)
 			var a, noHit []string
 			for _, p := range ask {
 				a = append(a, p.Id)
@@ -144,7 +162,7 @@ func TestParseRouting(t *testing.T) {
 }
 
 func TestRouteLinks_GroupsByMemberAndSkipsTheUnaskable(t *testing.T) {
-	directory := index([]*qhinv1.Participant{member("p1", active), member("p2", suspended), member("p3", active, "T-PYMNT")})
+	directory := index([]*qhinv1.Participant{member("p1", active, "all"), member("p2", suspended, "all"), member("p3", active, "T-PYMNT")})
 	links := []*qhinv1.PatientLink{
 		{ParticipantId: "p1", PatientId: "a"},
 		{ParticipantId: "p9", PatientId: "x"},
@@ -153,7 +171,7 @@ func TestRouteLinks_GroupsByMemberAndSkipsTheUnaskable(t *testing.T) {
 		{ParticipantId: "p1", PatientId: "a"},
 		{ParticipantId: "p3", PatientId: "d"},
 	}
-	ask, patients, skipped := routeLinks(directory, links, "T-TRTMNT")
+	ask, patients, skipped := routeLinks(directory, links, "T-TREAT")
 	if len(ask) != 1 || ask[0].Id != "p1" {
 		t.Fatalf("ask %v, want p1 only", ask)
 	}
@@ -164,7 +182,7 @@ func TestRouteLinks_GroupsByMemberAndSkipsTheUnaskable(t *testing.T) {
 	for _, s := range skipped {
 		reasons[s.ParticipantId] = s.Detail
 	}
-	for id, want := range map[string]string{"p9": "not a member", "p2": "suspended", "p3": "does not answer T-TRTMNT"} {
+	for id, want := range map[string]string{"p9": "not a member", "p2": "suspended", "p3": "does not answer T-TREAT"} {
 		if !strings.Contains(reasons[id], want) {
 			t.Errorf("%s skipped for %q, want %q", id, reasons[id], want)
 		}

@@ -16,6 +16,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/openqhin/openqhin/broker/audit"
 	"github.com/openqhin/openqhin/broker/cluster"
 	"github.com/openqhin/openqhin/broker/telemetry"
 	"github.com/openqhin/openqhin/pki"
@@ -57,6 +58,17 @@ type Config struct {
 	// when empty).
 	Routing Routing
 
+	// LinkTTL is how long the links the broker issues stay valid
+	// (DefaultLinkTTL when zero); LinkKeyRotation how often the leader
+	// replaces the key they are sealed with (DefaultLinkKeyRotation when
+	// zero). A link must not outlive the key after the one that sealed
+	// it: LinkTTL is at most LinkKeyRotation.
+	LinkTTL         time.Duration
+	LinkKeyRotation time.Duration
+	// NoAudit runs the broker without an audit ledger: benchmarks only, to
+	// measure what the ledger costs a query.
+	NoAudit bool
+
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
@@ -96,6 +108,8 @@ type Server struct {
 	queries    *inflight
 	retrievals *inflight
 	routes     *prometheus.CounterVec
+	ledger     *audit.Ledger
+	links      linkKeys
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -134,6 +148,15 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
+	if cfg.LinkTTL <= 0 {
+		cfg.LinkTTL = DefaultLinkTTL
+	}
+	if cfg.LinkKeyRotation <= 0 {
+		cfg.LinkKeyRotation = max(DefaultLinkKeyRotation, cfg.LinkTTL)
+	}
+	if cfg.LinkTTL > cfg.LinkKeyRotation {
+		return nil, fmt.Errorf("broker: the link lifetime (%v) must not exceed the link key rotation interval (%v)", cfg.LinkTTL, cfg.LinkKeyRotation)
+	}
 	listener := pki.LimitListener(cfg.GRPCListener, cfg.Limits.Server)
 	cfg.GRPCListener = listener
 	log := cfg.Logger
@@ -167,7 +190,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("broker %s: %w", cfg.NodeID, err)
 	}
 
+	ledger, err := openLedger(cfg, id.String(), log)
+	if err != nil {
+		node.Close()
+		cfg.GRPCListener.Close()
+		return nil, fmt.Errorf("broker %s: %w", cfg.NodeID, err)
+	}
 	s := &Server{
+		ledger:     ledger,
 		cfg:        cfg,
 		id:         id,
 		log:        log,
@@ -187,10 +217,12 @@ func New(cfg Config) (*Server, error) {
 	s.routes = newRoutesMetric(s.telemetry.Registry)
 	opts, err := pki.ServerConfig{
 		Source: cfg.Source, Policy: pki.DefaultPolicy, Logger: log, Limits: cfg.Limits.Server,
-		Unary:  []grpc.UnaryServerInterceptor{s.telemetry.UnaryInterceptor()},
-		Stream: []grpc.StreamServerInterceptor{s.telemetry.StreamInterceptor()},
+		Unary:   []grpc.UnaryServerInterceptor{s.telemetry.UnaryInterceptor()},
+		Stream:  []grpc.StreamServerInterceptor{s.telemetry.StreamInterceptor()},
+		Observe: ledger.Observer(auditedMethods),
 	}.ServerOptions()
 	if err != nil {
+		ledger.Close()
 		node.Close()
 		cfg.GRPCListener.Close()
 		return nil, fmt.Errorf("broker %s: %w", cfg.NodeID, err)
@@ -200,30 +232,37 @@ func New(cfg Config) (*Server, error) {
 	qhinv1.RegisterDirectoryServer(s.grpc, &directory{s: s})
 	qhinv1.RegisterClusterServer(s.grpc, cluster.NewService(node, log))
 	qhinv1.RegisterLocatorServer(s.grpc, &locator{s: s})
+	if ledger != nil {
+		qhinv1.RegisterAuditServer(s.grpc, audit.NewService(ledger, log))
+	}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	for _, svc := range []string{"", qhinv1.Gateway_ServiceDesc.ServiceName, qhinv1.Directory_ServiceDesc.ServiceName, qhinv1.Cluster_ServiceDesc.ServiceName, qhinv1.Locator_ServiceDesc.ServiceName} {
 		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
 
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.watchReadiness()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.keepLinkKeys()
 	}()
 	return s, nil
 }
 
 // watchReadiness reports SERVING on the health service only while the node
 // serves (cluster.Node.Serving: it holds what the leader committed a lease
-// ago, and its log and state machine work) and has caught up to its own
-// membership.
+// ago, and its log and state machine work), has caught up to its own
+// membership and holds a link key.
 func (s *Server) watchReadiness() {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	last := false
 	for {
-		ready := s.node.Ready()
+		ready := s.Ready()
 		if ready != last {
 			st := healthpb.HealthCheckResponse_NOT_SERVING
 			if ready {
@@ -239,6 +278,8 @@ func (s *Server) watchReadiness() {
 				reason := "its own broker record is not in its state yet"
 				if err := s.node.Serving(); err != nil {
 					reason = err.Error()
+				} else if s.node.Ready() {
+					reason = "it holds no link key yet"
 				}
 				s.log.Info("readiness changed", "ready", ready, "reason", reason)
 			}
@@ -270,8 +311,12 @@ func (s *Server) Metrics() *prometheus.Registry { return s.telemetry.Registry }
 // Node returns the broker's Raft node.
 func (s *Server) Node() *cluster.Node { return s.node }
 
-// Ready reports whether the broker serves queries.
-func (s *Server) Ready() bool { return s.node.Ready() }
+// Ready reports whether the broker serves queries: its node is ready and
+// it holds a key to issue links with.
+func (s *Server) Ready() bool { return s.node.Ready() && s.hasLinkKey() }
+
+// Ledger returns the broker's audit ledger (nil when it runs without one).
+func (s *Server) Ledger() *audit.Ledger { return s.ledger }
 
 // Stop shuts the broker down in order: stop taking calls and let running ones
 // finish (until ctx ends), then leave Raft (handing leadership over), then
@@ -284,7 +329,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		pki.GracefulStop(ctx, s.grpc)
 		s.wg.Wait()
 		s.responders.close()
-		err = s.node.Close()
+		err = errors.Join(s.node.Close(), s.ledger.Close())
 	})
 	return err
 }
@@ -298,6 +343,7 @@ func (s *Server) Kill() {
 		s.node.Kill()
 		s.wg.Wait()
 		s.responders.close()
+		s.ledger.Close()
 	})
 }
 

@@ -140,10 +140,14 @@ func TestAbuse_HostileResponderWastesOnlyItsOwnShare(t *testing.T) {
 			docs.Documents[i] = &qhinv1.DocumentMetadata{Id: fmt.Sprintf("d%06d", i), Sha256: fmt.Sprintf("%064x", i), Size: 1}
 		}
 		flood.documents.Store(docs)
+		// p9 answers discovery with one record of Maria, so that the
+		// initiator holds links to both members' records.
+		flood.candidates.Store(&qhinv1.ResponderDiscoverPatientsResponse{Candidates: []*qhinv1.Candidate{{PatientId: "h1", Score: 1, Demographics: maria}}})
+		links := discoverLinks(t, gw, "T-TRTMNT", maria)
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
 		resp, err := gw.QueryDocuments(ctx, &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(), Links: []*qhinv1.PatientLink{
-			{ParticipantId: "p2", PatientId: "p2-000042"}, {ParticipantId: "p9", PatientId: "h1"},
+			{Link: links["p2"]}, {Link: links["p9"]},
 		}})
 		if err != nil {
 			t.Fatalf("phase %q: %v", "legitimate document query while p9 floods", err)
@@ -276,39 +280,33 @@ func TestAbuse_LabelFloodKeepsMetricSeriesBounded(t *testing.T) {
 	gw := dial(t, n, n.ParticipantSource(0)).Gateway()
 	legit := queryMeanwhile(t, gw, "p2")
 
-	// 200 document queries, each naming 63 members that do not exist
-	// besides one real link: 12,600 made-up member ids.
+	// 200 document queries, each with a real link and 63 made up to name
+	// members that do not exist: 12,600 made-up member ids. A made-up link
+	// is refused before any member is asked, and names no label.
+	real := discoverLinks(t, gw, "T-TRTMNT", maria)["p2"]
 	for call := range 200 {
-		links := []*qhinv1.PatientLink{{ParticipantId: "p2", PatientId: "p2-000042"}}
+		links := []*qhinv1.PatientLink{{Link: real}}
 		for i := range broker.DefaultMaxMembersPerQuery - 1 {
-			links = append(links, &qhinv1.PatientLink{ParticipantId: fmt.Sprintf("zz%d-%d", call, i), PatientId: "x"})
+			links = append(links, &qhinv1.PatientLink{ParticipantId: fmt.Sprintf("zz%d-%d", call, i), PatientId: "x", Link: fmt.Sprintf("q1.zz%d-%d", call, i)})
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		resp, err := gw.QueryDocuments(ctx, &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(), Links: links})
+		_, err := gw.QueryDocuments(ctx, &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(), Links: links})
 		cancel()
-		if err != nil {
-			t.Fatalf("phase %q: call %d: %v", "document queries naming unknown members", call, err)
-		}
-		if len(resp.Documents) == 0 {
-			t.Fatalf("call %d: the real link's documents are missing", call)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "links[1].link") {
+			t.Fatalf("phase %q: call %d: %v, want InvalidArgument naming links[1].link", "document queries naming unknown members", call, err)
 		}
 	}
-	// One query may not name more members than that.
-	many := []*qhinv1.PatientLink{{ParticipantId: "p2", PatientId: "p2-000042"}}
-	for i := range broker.DefaultMaxMembersPerQuery {
-		many = append(many, &qhinv1.PatientLink{ParticipantId: fmt.Sprintf("zzz-%d", i), PatientId: "x"})
+	resp, err := gw.QueryDocuments(callCtx(t), &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(), Links: []*qhinv1.PatientLink{{Link: real}}})
+	if err != nil || len(resp.Documents) == 0 {
+		t.Fatalf("the real link's documents after the flood: %v, %v", resp, err)
 	}
-	_, err := gw.QueryDocuments(callCtx(t), &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(), Links: many})
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "distinct members") {
-		t.Errorf("a query naming %d members: %v, want InvalidArgument naming the limit", len(many), err)
-	}
-	// Caller text that is no member id at all is refused, and never
-	// becomes a label.
+	// Caller text that is no link at all is refused, and never becomes a
+	// label.
 	text := "Zyxwvutsrq 1911-11-11 MRN-998877"
 	_, err = gw.QueryDocuments(callCtx(t), &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
-		Links: []*qhinv1.PatientLink{{ParticipantId: text, PatientId: "x"}}})
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "links[0].participant_id") {
-		t.Errorf("a link naming %q: %v, want InvalidArgument naming links[0].participant_id", text, err)
+		Links: []*qhinv1.PatientLink{{ParticipantId: text, PatientId: "x", Link: text}}})
+	if msg := status.Convert(err).Message(); status.Code(err) != codes.InvalidArgument || !strings.Contains(msg, "links[0].link") || strings.Contains(msg, "Zyxw") {
+		t.Errorf("a link naming %q: %v, want InvalidArgument naming links[0].link", text, err)
 	}
 	legit.check(t)
 
@@ -427,6 +425,7 @@ func TestAbuse_RetrievalsThatAreNeverReadHoldBoundedMemory(t *testing.T) {
 			}
 			defer cc.Close()
 			attacker := qhinv1.NewGatewayClient(cc)
+			bigLink := docLink(t, attacker, maria, "p1", "p1-big")
 
 			defer debug.SetGCPercent(debug.SetGCPercent(10))
 			runtime.GC()
@@ -439,7 +438,7 @@ func TestAbuse_RetrievalsThatAreNeverReadHoldBoundedMemory(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			req := &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
-				Link: &qhinv1.DocumentLink{ParticipantId: "p1", DocumentId: "p1-big"}}
+				Link: &qhinv1.DocumentLink{Link: bigLink}}
 			var streams []grpc.ClientStream
 			for range tc.attack {
 				s, err := attacker.RetrieveDocument(ctx, req)
@@ -455,7 +454,7 @@ func TestAbuse_RetrievalsThatAreNeverReadHoldBoundedMemory(t *testing.T) {
 			}
 			putDoc(t, n, 0, "p1-mrn-001", "p1-small", "34133-9", time.Date(2025, 5, 2, 0, 0, 0, 0, time.UTC), "a small note")
 			if err := callGateway(callCtx(t), legitGW, &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
-				Link: &qhinv1.DocumentLink{ParticipantId: "p1", DocumentId: "p1-small"}}); err != nil {
+				Link: &qhinv1.DocumentLink{Link: docLink(t, legitGW, maria, "p1", "p1-small")}}); err != nil {
 				t.Errorf("phase %q: %v", "legitimate retrieval during the attack", err)
 			}
 

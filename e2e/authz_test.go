@@ -56,12 +56,17 @@ func listParticipants(ctx context.Context, cc *grpc.ClientConn) error {
 	return err
 }
 
-// retrieveDoc reads a whole retrieval stream, so that a refusal, which
-// arrives with the first Recv, is returned.
-func retrieveDoc(ctx context.Context, cc *grpc.ClientConn) error {
+// retrieveDoc returns a call that reads a whole retrieval stream of the
+// document link, so that a refusal, which arrives with the first Recv, is
+// returned.
+func retrieveDoc(link string) func(ctx context.Context, cc *grpc.ClientConn) error {
+	return func(ctx context.Context, cc *grpc.ClientConn) error { return retrieveLink(ctx, cc, link) }
+}
+
+func retrieveLink(ctx context.Context, cc *grpc.ClientConn, link string) error {
 	s, err := qhinv1.NewGatewayClient(cc).RetrieveDocument(ctx, &qhinv1.RetrieveDocumentRequest{
 		PurposeOfUse: "T-TRTMNT", Requester: requester(),
-		Link: &qhinv1.DocumentLink{ParticipantId: "p1", DocumentId: "p1-doc-1"},
+		Link: &qhinv1.DocumentLink{Link: link},
 	})
 	if err != nil {
 		return err
@@ -94,6 +99,10 @@ func TestAuthz_CallersAreRefusedOutsideTheirRole(t *testing.T) {
 	broker := n.Brokers[0].GRPCAddr
 	p2Responder := n.Participants[1].Addr
 	p1, p2 := n.ParticipantSource(0), n.ParticipantSource(1)
+	// p2's link to p1's document, as a document query under discovery
+	// issues it.
+	link := docLink(t, dial(t, n, p2).Gateway(), maria, "p1", "p1-doc-1")
+	retrieveDoc := retrieveDoc(link)
 	// A client that presents no certificate. It does not check the server
 	// either, so that a failure can only be the server's refusal.
 	noCert := credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}) //nolint:gosec // see above

@@ -70,7 +70,9 @@ func TestGateway_BadInputIsRejectedNamingTheFieldWithoutPHI(t *testing.T) {
 		}
 	}
 	future := time.Now().AddDate(1, 0, 0).Format(time.DateOnly)
-	zq := &qhinv1.PatientLink{ParticipantId: "p2", PatientId: zebulonMRN}
+	zqLink := discoverLinks(t, gw, "T-TRTMNT", zebulon)["p2"]
+	zq := &qhinv1.PatientLink{Link: zqLink}
+	zqDoc := documentLinks(t, gw, "T-TRTMNT", zqLink)["p2-doc-zq"]
 
 	for _, tc := range []struct {
 		name string
@@ -92,7 +94,7 @@ func TestGateway_BadInputIsRejectedNamingTheFieldWithoutPHI(t *testing.T) {
 			return err
 		}, code: codes.OK},
 		{name: "well-formed document query", call: documents(zq), code: codes.OK},
-		{name: "well-formed retrieval", call: retrieve(&qhinv1.DocumentLink{ParticipantId: "p2", DocumentId: "p2-doc-zq"}), code: codes.OK},
+		{name: "well-formed retrieval", call: retrieve(&qhinv1.DocumentLink{Link: zqDoc}), code: codes.OK},
 
 		{name: "no demographics", call: discover("T-TRTMNT", requester(), nil), code: codes.InvalidArgument, field: "demographics"},
 		{name: "no given name", call: discover("T-TRTMNT", requester(), demo(func(d *qhinv1.Demographics) { d.Given = "" })), code: codes.InvalidArgument, field: "demographics.given"},
@@ -112,9 +114,10 @@ func TestGateway_BadInputIsRejectedNamingTheFieldWithoutPHI(t *testing.T) {
 		{name: "requester without id", call: discover("T-TRTMNT", &qhinv1.Requester{Name: "Dr. Test"}, zebulon), code: codes.InvalidArgument, field: "requester.id"},
 
 		{name: "document query without links", call: documents(), code: codes.InvalidArgument, field: "links"},
-		{name: "document link without patient", call: documents(&qhinv1.PatientLink{ParticipantId: "p2"}), code: codes.InvalidArgument, field: "links[0].patient_id"},
-		{name: "document link without participant", call: documents(&qhinv1.PatientLink{PatientId: zebulonMRN}), code: codes.InvalidArgument, field: "links[0].participant_id"},
-		{name: "second document link without patient", call: documents(zq, &qhinv1.PatientLink{ParticipantId: "p2"}), code: codes.InvalidArgument, field: "links[1].patient_id"},
+		{name: "document link by member and patient id, not issued", call: documents(&qhinv1.PatientLink{ParticipantId: "p2", PatientId: zebulonMRN}), code: codes.InvalidArgument, field: "links[0].link"},
+		{name: "document link made up", call: documents(&qhinv1.PatientLink{Link: "q1." + zebulonMRN}), code: codes.InvalidArgument, field: "links[0].link"},
+		{name: "second document link not issued", call: documents(zq, &qhinv1.PatientLink{ParticipantId: "p2"}), code: codes.InvalidArgument, field: "links[1].link"},
+		{name: "document link where a patient link goes", call: documents(&qhinv1.PatientLink{Link: zqDoc}), code: codes.InvalidArgument, field: "links[0].link"},
 		{name: "document query since after until", call: func(ctx context.Context) error {
 			_, err := gw.QueryDocuments(ctx, &qhinv1.QueryDocumentsRequest{
 				PurposeOfUse: "T-TRTMNT", Requester: requester(), Links: []*qhinv1.PatientLink{zq},
@@ -123,11 +126,11 @@ func TestGateway_BadInputIsRejectedNamingTheFieldWithoutPHI(t *testing.T) {
 			return err
 		}, code: codes.InvalidArgument, field: "since"},
 
-		{name: "retrieval without link", call: retrieve(nil), code: codes.InvalidArgument, field: "link.participant_id"},
-		{name: "retrieval with empty link", call: retrieve(&qhinv1.DocumentLink{}), code: codes.InvalidArgument, field: "link.participant_id"},
-		{name: "retrieval without document id", call: retrieve(&qhinv1.DocumentLink{ParticipantId: "p2"}), code: codes.InvalidArgument, field: "link.document_id"},
-		{name: "retrieval of an unknown document", call: retrieve(&qhinv1.DocumentLink{ParticipantId: "p2", DocumentId: "no-such-doc"}), code: codes.NotFound, field: "link.document_id"},
-		{name: "retrieval from an unknown participant", call: retrieve(&qhinv1.DocumentLink{ParticipantId: "p77", DocumentId: "p2-doc-zq"}), code: codes.NotFound, field: "link.participant_id"},
+		{name: "retrieval without link", call: retrieve(nil), code: codes.InvalidArgument, field: "link.link"},
+		{name: "retrieval with empty link", call: retrieve(&qhinv1.DocumentLink{}), code: codes.InvalidArgument, field: "link.link"},
+		{name: "retrieval by member and document id, not issued", call: retrieve(&qhinv1.DocumentLink{ParticipantId: "p2", DocumentId: "p2-doc-zq"}), code: codes.InvalidArgument, field: "link.link"},
+		{name: "retrieval with a patient link", call: retrieve(&qhinv1.DocumentLink{Link: zqLink}), code: codes.InvalidArgument, field: "link.link"},
+		{name: "retrieval with a made-up link", call: retrieve(&qhinv1.DocumentLink{Link: "q1.AAAA" + zebulonMRN}), code: codes.InvalidArgument, field: "link.link"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.call(callCtx(t))

@@ -114,7 +114,7 @@ func TestDiscover_SamePersonAtTwoMembersIsOnePerson(t *testing.T) {
 	// first.
 	var pl []*qhinv1.PatientLink
 	for _, l := range resp.Persons[0].Links {
-		pl = append(pl, &qhinv1.PatientLink{ParticipantId: l.ParticipantId, PatientId: l.PatientId})
+		pl = append(pl, &qhinv1.PatientLink{Link: l.Link})
 	}
 	docs, err := gw.QueryDocuments(callCtx(t), &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(), Links: pl})
 	if err != nil {

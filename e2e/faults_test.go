@@ -21,8 +21,9 @@ const faultTimeout = 500 * time.Millisecond
 func registerMember(t *testing.T, n *Network, id, endpoint string) {
 	t.Helper()
 	_, err := dial(t, n, n.Operator()).Directory().RegisterParticipant(callCtx(t), &qhinv1.RegisterParticipantRequest{
-		Participant: &qhinv1.Participant{Id: id, Organization: "Member " + id, Endpoint: endpoint},
-		RequestId:   "register-" + id,
+		Participant: &qhinv1.Participant{Id: id, Organization: "Member " + id, Endpoint: endpoint,
+			InitiatePurposes: []string{"all"}, RespondPurposes: []string{"all"}},
+		RequestId: "register-" + id,
 	})
 	if err != nil {
 		t.Fatalf("register %s: %v", id, err)
@@ -115,15 +116,17 @@ func TestDiscover_FailingMemberShowsInStatusWhileOthersAnswer(t *testing.T) {
 }
 
 func TestDocuments_MemberThatNeverAnswersTimesOut(t *testing.T) {
-	n, _ := startNetwork(t, Options{Brokers: 1, Participants: 3, Delay: map[string]time.Duration{"p3": time.Hour}, ResponderTimeout: faultTimeout})
+	n, _ := startNetwork(t, Options{Brokers: 1, Participants: 3, ResponderTimeout: faultTimeout})
 	seedMaria(t, n)
 	gw := dial(t, n, n.ParticipantSource(1)).Gateway()
+	atP1 := discoverLinks(t, gw, "T-TRTMNT", maria)["p1"]
+	atP3 := discoverLinks(t, gw, "T-TRTMNT", someoneElse)["p3"]
+	restartWithDelay(t, n, 2, time.Hour) // p3 stops answering
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := gw.QueryDocuments(ctx, &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(), Links: []*qhinv1.PatientLink{
-		{ParticipantId: "p1", PatientId: "p1-mrn-001"},
-		{ParticipantId: "p3", PatientId: "p3-777"},
+		{Link: atP1}, {Link: atP3},
 	}})
 	if err != nil {
 		t.Fatalf("a hanging member failed the whole query: %v", err)
@@ -138,17 +141,19 @@ func TestDocuments_MemberThatNeverAnswersTimesOut(t *testing.T) {
 }
 
 func TestRetrieve_MemberThatNeverSendsEndsTheStream(t *testing.T) {
-	n, _ := startNetwork(t, Options{Brokers: 1, Participants: 2, Delay: map[string]time.Duration{"p2": time.Hour}, ResponderTimeout: faultTimeout})
+	n, _ := startNetwork(t, Options{Brokers: 1, Participants: 2, ResponderTimeout: faultTimeout})
 	if err := n.Participants[1].Server.PutPatient(context.Background(), "p2-000042", mariaAtP2); err != nil {
 		t.Fatal(err)
 	}
 	putDoc(t, n, 1, "p2-000042", "p2-doc-1", "18842-5", time.Date(2025, 4, 1, 0, 0, 0, 0, time.UTC), "discharge summary at p2")
 	gw := dial(t, n, n.ParticipantSource(0)).Gateway()
+	link := docLink(t, gw, maria, "p2", "p2-doc-1")
+	restartWithDelay(t, n, 1, time.Hour) // p2 stops answering
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := gw.RetrieveDocument(ctx, &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
-		Link: &qhinv1.DocumentLink{ParticipantId: "p2", DocumentId: "p2-doc-1"}})
+		Link: &qhinv1.DocumentLink{Link: link}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func dial(t *testing.T, n *Network, src pki.Source) *client.Conn {
 }
 
 func requester() *qhinv1.Requester {
-	return &qhinv1.Requester{Id: "1234567893", Name: "Dr. Test", Role: "physician", Organization: "Riverside General Hospital"}
+	return &qhinv1.Requester{Id: "1234567893", Npi: "1234567893", Name: "Dr. Test", Role: "physician", Organization: "Riverside General Hospital"}
 }
 
 func callCtx(t *testing.T) context.Context {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/openqhin/openqhin/broker"
 	"github.com/openqhin/openqhin/broker/client"
+	"github.com/openqhin/openqhin/broker/purpose"
 	"github.com/openqhin/openqhin/participant"
 	"github.com/openqhin/openqhin/participant/match"
 	"github.com/openqhin/openqhin/pki"
@@ -69,6 +70,15 @@ type Options struct {
 	// Routing is the brokers' discovery routing (broker.DefaultRouting
 	// when empty).
 	Routing broker.Routing
+	// LinkTTL is how long the links brokers issue stay valid; the
+	// brokers' default when zero.
+	LinkTTL time.Duration
+	// Answers are, by participant id, the purposes a participant answers
+	// by its own policy (it refuses the others); every purpose when absent.
+	Answers map[string][]string
+	// NoAudit runs every node without an audit ledger (benchmarks that
+	// measure what the ledgers cost).
+	NoAudit bool
 
 	// Logger receives every node's log, hashicorp/raft's included.
 	Logger *slog.Logger
@@ -380,6 +390,8 @@ func (n *Network) StartBroker(i int) error {
 		ResponderTimeout:  n.opts.ResponderTimeout,
 		MaxQueryTimeout:   n.opts.MaxQueryTimeout,
 		Limits:            n.opts.Limits,
+		LinkTTL:           n.opts.LinkTTL,
+		NoAudit:           n.opts.NoAudit,
 		SnapshotThreshold: n.opts.SnapshotThreshold,
 		SnapshotInterval:  n.opts.SnapshotInterval,
 		TrailingLogs:      n.opts.TrailingLogs,
@@ -471,6 +483,8 @@ func (n *Network) StartParticipant(j int) error {
 		DataDir:         filepath.Join(p.Dir, "data"),
 		Source:          p.source,
 		Delay:           n.opts.Delay[p.ID],
+		AnswerPurposes:  n.opts.Answers[p.ID],
+		NoAudit:         n.opts.NoAudit,
 		Logger:          n.log,
 	}
 	if n.opts.LinkageKey != nil {
@@ -612,15 +626,20 @@ func (n *Network) registerParticipants(ctx context.Context) error {
 }
 
 // registerParticipants puts each member of ids in the directory with its
-// endpoint in addrs, or updates the endpoint when it moved.
+// endpoint in addrs, initiating and answering every purpose, or updates the
+// endpoint when it moved. A member registered before purpose lists were
+// default deny (both lists empty) is given every purpose again.
 func registerParticipants(ctx context.Context, dir qhinv1.DirectoryClient, ids []string, addrs map[string]string) error {
 	for _, id := range ids {
-		want := &qhinv1.Participant{Id: id, Organization: organization(id), Endpoint: addrs[id]}
+		all := []string{purpose.Everything}
+		want := &qhinv1.Participant{Id: id, Organization: organization(id), Endpoint: addrs[id], InitiatePurposes: all, RespondPurposes: all}
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		got, err := dir.GetParticipant(cctx, &qhinv1.GetParticipantRequest{ParticipantId: id, Consistent: true})
 		switch {
 		case status.Code(err) == codes.NotFound:
 			_, err = dir.RegisterParticipant(cctx, &qhinv1.RegisterParticipantRequest{Participant: want, RequestId: "register-" + id})
+		case err == nil && len(got.Participant.InitiatePurposes) == 0 && len(got.Participant.RespondPurposes) == 0:
+			_, err = dir.UpdateParticipant(cctx, &qhinv1.UpdateParticipantRequest{Participant: want})
 		case err == nil && got.Participant.Endpoint != want.Endpoint:
 			want.InitiatePurposes, want.RespondPurposes = got.Participant.InitiatePurposes, got.Participant.RespondPurposes
 			_, err = dir.UpdateParticipant(cctx, &qhinv1.UpdateParticipantRequest{Participant: want})

@@ -57,7 +57,7 @@ func TestRestart_ParticipantKeepsPatientsAndDocuments(t *testing.T) {
 	}
 
 	docs, err := gw.QueryDocuments(callCtx(t), &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
-		Links: []*qhinv1.PatientLink{{ParticipantId: "p1", PatientId: "p1-mrn-001"}}})
+		Links: []*qhinv1.PatientLink{{Link: persons[0].Links[0].Link}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestRestart_ParticipantKeepsPatientsAndDocuments(t *testing.T) {
 		t.Fatalf("documents = %v, want p1-doc-1", docs.Documents)
 	}
 	s, err := gw.RetrieveDocument(callCtx(t), &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
-		Link: &qhinv1.DocumentLink{ParticipantId: "p1", DocumentId: "p1-doc-1"}})
+		Link: &qhinv1.DocumentLink{Link: docs.Documents[0].Link}})
 	if err != nil {
 		t.Fatal(err)
 	}

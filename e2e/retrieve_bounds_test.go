@@ -36,11 +36,12 @@ func TestRetrieve_PausingReaderIsNotBlamedOnTheHolder(t *testing.T) {
 	}
 	sum := putRandomDoc(t, n, 0, "p1-mrn-001", "p1-doc", 4<<20, 3)
 	gw := slowGateway(t, n, 1)
+	link := docLink(t, gw, maria, "p1", "p1-doc")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s, err := gw.RetrieveDocument(ctx, &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
-		Link: &qhinv1.DocumentLink{ParticipantId: "p1", DocumentId: "p1-doc"}})
+		Link: &qhinv1.DocumentLink{Link: link}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,11 +68,12 @@ func TestRetrieve_DocumentReplacedMidStreamIsAborted(t *testing.T) {
 	}
 	putRandomDoc(t, n, 0, "p1-mrn-001", "p1-doc", 12<<20, 4)
 	gw := slowGateway(t, n, 1)
+	link := docLink(t, gw, maria, "p1", "p1-doc")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s, err := gw.RetrieveDocument(ctx, &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
-		Link: &qhinv1.DocumentLink{ParticipantId: "p1", DocumentId: "p1-doc"}})
+		Link: &qhinv1.DocumentLink{Link: link}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -142,7 +142,7 @@ func putRandomDoc(t *testing.T, n *Network, j int, patientID, docID string, size
 // returns what arrived and how far the heap grew over its size just before.
 // The whole network runs in this process, so the growth counts the holding
 // participant, the broker and this client together.
-func retrieveMeasured(t *testing.T, gw qhinv1.GatewayClient, docID string) (received, int64) {
+func retrieveMeasured(t *testing.T, gw qhinv1.GatewayClient, docID, link string) (received, int64) {
 	t.Helper()
 	// Collect twice, so that buffers cached in sync.Pools by an earlier
 	// retrieval are gone from the baseline.
@@ -157,7 +157,7 @@ func retrieveMeasured(t *testing.T, gw qhinv1.GatewayClient, docID string) (rece
 	defer cancel()
 	var got received
 	s, err := gw.RetrieveDocument(ctx, &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
-		Link: &qhinv1.DocumentLink{ParticipantId: "p1", DocumentId: docID}})
+		Link: &qhinv1.DocumentLink{Link: link}})
 	if err == nil {
 		err = got.receive(s, 0)
 	}
@@ -178,13 +178,14 @@ func TestRetrieve_LargeDocumentStreamsThroughUnchangedAndUnbuffered(t *testing.T
 	bigSHA := putRandomDoc(t, n, 0, "p1-mrn-001", "p1-big", bigDocSize, 1)
 	putRandomDoc(t, n, 0, "p1-mrn-001", "p1-medium", smallDocSize, 2)
 	gw := dial(t, n, n.ParticipantSource(1)).Gateway()
+	links := documentLinks(t, gw, "T-TRTMNT", discoverLinks(t, gw, "T-TRTMNT", maria)["p1"])
 
 	t.Run("whole document", func(t *testing.T) {
 		// A low GC target keeps HeapAlloc close to the live heap, so that
 		// garbage neither hides a buffered document nor passes for one.
 		defer debug.SetGCPercent(debug.SetGCPercent(10))
-		_, smallGrowth := retrieveMeasured(t, gw, "p1-medium")
-		got, growth := retrieveMeasured(t, gw, "p1-big")
+		_, smallGrowth := retrieveMeasured(t, gw, "p1-medium", links["p1-medium"])
+		got, growth := retrieveMeasured(t, gw, "p1-big", links["p1-big"])
 
 		if got.header.GetSize() != bigDocSize || got.header.GetSha256() != bigSHA || got.header.GetSourceParticipantId() != "p1" {
 			t.Errorf("header says %d bytes, sha256 %s, from %q; want %d, %s, p1", got.header.GetSize(), got.header.GetSha256(),
@@ -200,8 +201,10 @@ func TestRetrieve_LargeDocumentStreamsThroughUnchangedAndUnbuffered(t *testing.T
 		// in-flight messages on the three hops come to about 2 MiB whatever
 		// the document's size (chunks fit gRPC's 32 KiB buffer class).
 		// Holding the document would cost its size on top, in whichever of
-		// them held it.
-		if growth > bigDocSize/8 {
+		// them held it. The heap is the whole test process's: what earlier
+		// tests' networks still free or finish while this one streams
+		// counts too (up to about 5 MiB seen), hence the margin.
+		if growth > bigDocSize/4 {
 			t.Errorf("heap grew by %d MiB while streaming a %d MiB document: something holds the document", growth>>20, bigDocSize>>20)
 		}
 		if extra := growth - smallGrowth; extra > bigDocSize/4 {
@@ -211,7 +214,7 @@ func TestRetrieve_LargeDocumentStreamsThroughUnchangedAndUnbuffered(t *testing.T
 	})
 
 	req := &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
-		Link: &qhinv1.DocumentLink{ParticipantId: "p1", DocumentId: "p1-big"}}
+		Link: &qhinv1.DocumentLink{Link: links["p1-big"]}}
 	t.Run("client cancels mid-stream", func(t *testing.T) {
 		gwBefore := len(rpcLogged(t, logs, "broker", "b1", qhinv1.Gateway_RetrieveDocument_FullMethodName))
 		before := len(rpcLogged(t, logs, "participant", "p1", qhinv1.Responder_RetrieveDocument_FullMethodName))
@@ -245,7 +248,7 @@ func TestRetrieve_LargeDocumentStreamsThroughUnchangedAndUnbuffered(t *testing.T
 		// The broker and the holder keep serving.
 		putDoc(t, n, 0, "p1-mrn-001", "p1-small", "34133-9", time.Date(2025, 5, 2, 0, 0, 0, 0, time.UTC), "after the cancel")
 		s, err = gw.RetrieveDocument(callCtx(t), &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
-			Link: &qhinv1.DocumentLink{ParticipantId: "p1", DocumentId: "p1-small"}})
+			Link: &qhinv1.DocumentLink{Link: docLink(t, gw, maria, "p1", "p1-small")}})
 		if err != nil {
 			t.Fatal(err)
 		}

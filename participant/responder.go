@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/openqhin/openqhin/broker/audit"
 	"github.com/openqhin/openqhin/broker/sizes"
 	"github.com/openqhin/openqhin/participant/match"
 	"github.com/openqhin/openqhin/participant/store"
@@ -67,6 +68,9 @@ func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderD
 	if err := checkContext(req.Context); err != nil {
 		return nil, err
 	}
+	if err := r.answers(req.Context); err != nil {
+		return nil, err
+	}
 	if err := match.Validate(req.Demographics); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -90,6 +94,13 @@ func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderD
 			r.s.locator.confirmed(m.ID, q, m.Pair)
 		}
 	}
+	var ids []string
+	for _, c := range resp.Candidates {
+		ids = append(ids, c.PatientId)
+	}
+	if err := r.record(ctx, qhinv1.Responder_DiscoverPatients_FullMethodName, audit.ActionDiscover, req.Context, ids, nil); err != nil {
+		return nil, err
+	}
 	r.s.log.InfoContext(ctx, "discover", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
 		"purpose", req.Context.PurposeOfUse, "candidates", len(resp.Candidates))
 	return resp, nil
@@ -106,6 +117,9 @@ func (r *responder) QueryDocuments(ctx context.Context, req *qhinv1.ResponderQue
 	if len(req.PatientIds) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "patient_ids: at least one is required")
 	}
+	if err := r.answers(req.Context); err != nil {
+		return nil, err
+	}
 	if err := r.delay(ctx); err != nil {
 		return nil, err
 	}
@@ -120,6 +134,13 @@ func (r *responder) QueryDocuments(ctx context.Context, req *qhinv1.ResponderQue
 	if err != nil {
 		r.s.log.ErrorContext(ctx, "list documents", "query_id", req.Context.QueryId, "error", err)
 		return nil, status.Error(codes.Internal, "listing documents failed")
+	}
+	var patients, docIDs []string
+	for _, d := range docs {
+		patients, docIDs = append(patients, d.GetPatient().GetPatientId()), append(docIDs, d.Id)
+	}
+	if err := r.record(ctx, qhinv1.Responder_QueryDocuments_FullMethodName, audit.ActionDocuments, req.Context, unique(patients), docIDs); err != nil {
+		return nil, err
 	}
 	r.s.log.InfoContext(ctx, "documents", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
 		"purpose", req.Context.PurposeOfUse, "documents", len(docs))
@@ -138,6 +159,9 @@ func (r *responder) RetrieveDocument(req *qhinv1.ResponderRetrieveDocumentReques
 	if req.DocumentId == "" {
 		return status.Error(codes.InvalidArgument, "document_id: required")
 	}
+	if err := r.answers(req.Context); err != nil {
+		return err
+	}
 	if err := r.delay(ctx); err != nil {
 		return err
 	}
@@ -146,6 +170,10 @@ func (r *responder) RetrieveDocument(req *qhinv1.ResponderRetrieveDocumentReques
 	err = r.s.store.StreamDocument(ctx, req.DocumentId,
 		func(m *qhinv1.DocumentMetadata) error {
 			size, docID = m.Size, m.Id
+			if err := r.record(ctx, qhinv1.Responder_RetrieveDocument_FullMethodName, audit.ActionRetrieve, req.Context,
+				[]string{m.GetPatient().GetPatientId()}, []string{m.Id}); err != nil {
+				return err
+			}
 			return out.Send(&qhinv1.RetrieveDocumentResponse{Part: &qhinv1.RetrieveDocumentResponse_Header{Header: m}})
 		},
 		func(chunk []byte) error {

@@ -18,6 +18,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/openqhin/openqhin/broker/audit"
+	"github.com/openqhin/openqhin/broker/purpose"
 	"github.com/openqhin/openqhin/broker/sizes"
 	"github.com/openqhin/openqhin/broker/telemetry"
 	"github.com/openqhin/openqhin/participant/match"
@@ -62,6 +64,14 @@ type Config struct {
 	// Zero fields take the defaults.
 	Limits pki.ServerLimits
 	Fields sizes.Limits
+	// AnswerPurposes are the purposes the member answers by its own
+	// policy, as a purpose list ("all", or codes covering their sub-codes);
+	// every purpose when nil. A query of another purpose is refused
+	// (PermissionDenied), which the broker reports — as possible
+	// information blocking when the purpose is one members must answer.
+	AnswerPurposes []string
+	// NoAudit runs without an audit ledger: benchmarks only.
+	NoAudit bool
 }
 
 // Server is a participant node.
@@ -76,6 +86,7 @@ type Server struct {
 	telemetry *telemetry.Metrics
 	metrics   *metrics
 	locator   *locator
+	ledger    *audit.Ledger
 	once      sync.Once
 }
 
@@ -99,6 +110,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("participant: a linkage key needs the brokers to publish tokens to")
 	}
 	cfg.Limits, cfg.Fields = cfg.Limits.WithDefaults(), cfg.Fields.WithDefaults()
+	if cfg.AnswerPurposes == nil {
+		cfg.AnswerPurposes = []string{purpose.Everything}
+	}
+	if i, err := purpose.ValidateList(cfg.AnswerPurposes); err != nil {
+		return nil, fmt.Errorf("participant: answer purposes, entry %d: %w", i, err)
+	}
 	listener := pki.LimitListener(cfg.Listener, cfg.Limits)
 	cfg.Listener = listener
 	log := cfg.Logger
@@ -113,12 +130,20 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("participant %s: %w", id.Name, err)
 	}
-	s := &Server{cfg: cfg, id: id, log: log, store: st, index: match.NewIndex(), health: health.NewServer()}
+	var ledger *audit.Ledger
+	if cfg.NoAudit {
+		log.Warn("no audit ledger: answers are not recorded (benchmarks only)")
+	} else if ledger, err = audit.Open(filepath.Join(cfg.DataDir, "audit.db"), id.String(), log); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("participant %s: %w", id.Name, err)
+	}
+	s := &Server{cfg: cfg, id: id, log: log, store: st, ledger: ledger, index: match.NewIndex(), health: health.NewServer()}
 	if err := st.ForEachPatient(func(p store.Patient) error {
 		s.index.Add(p.ID, match.Normalize(p.Demographics))
 		return nil
 	}); err != nil {
 		st.Close()
+		ledger.Close()
 		return nil, fmt.Errorf("participant %s: load patients: %w", id.Name, err)
 	}
 	if cfg.TrainMatcher {
@@ -135,16 +160,21 @@ func New(cfg Config) (*Server, error) {
 	s.metrics = newMetrics(s.telemetry.Registry, st)
 	opts, err := pki.ServerConfig{
 		Source: cfg.Source, Policy: pki.DefaultPolicy, Logger: log, Limits: cfg.Limits,
-		Roles:  []pki.Role{pki.RoleBroker, pki.RoleOperator},
-		Unary:  []grpc.UnaryServerInterceptor{s.telemetry.UnaryInterceptor()},
-		Stream: []grpc.StreamServerInterceptor{s.telemetry.StreamInterceptor()},
+		Roles:   []pki.Role{pki.RoleBroker, pki.RoleOperator},
+		Unary:   []grpc.UnaryServerInterceptor{s.telemetry.UnaryInterceptor()},
+		Stream:  []grpc.StreamServerInterceptor{s.telemetry.StreamInterceptor()},
+		Observe: ledger.Observer(relayAudited),
 	}.ServerOptions()
 	if err != nil {
 		st.Close()
+		ledger.Close()
 		return nil, fmt.Errorf("participant %s: %w", id.Name, err)
 	}
 	s.grpc = grpc.NewServer(append(opts, telemetry.ServerOptions()...)...)
 	qhinv1.RegisterResponderServer(s.grpc, &responder{s: s})
+	if ledger != nil {
+		qhinv1.RegisterAuditServer(s.grpc, audit.NewService(ledger, log))
+	}
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -166,6 +196,10 @@ func (s *Server) Addr() string { return s.cfg.Listener.Addr().String() }
 // Metrics returns the participant's metrics registry.
 func (s *Server) Metrics() *prometheus.Registry { return s.telemetry.Registry }
 
+// Ledger returns the participant's audit ledger (nil when it runs without
+// one).
+func (s *Server) Ledger() *audit.Ledger { return s.ledger }
+
 // Store returns the participant's record store.
 func (s *Server) Store() *store.Store { return s.store }
 
@@ -183,7 +217,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		if s.locator != nil {
 			s.locator.close()
 		}
-		err = s.store.Close()
+		err = errors.Join(s.store.Close(), s.ledger.Close())
 	})
 	return err
 }
@@ -196,6 +230,7 @@ func (s *Server) Kill() {
 			s.locator.close()
 		}
 		s.store.Close()
+		s.ledger.Close()
 	})
 }
 

@@ -60,6 +60,10 @@ var DefaultPolicy = Policy{
 	qhinv1.Locator_WithdrawTokens_FullMethodName: {RoleParticipant},
 	qhinv1.Locator_SetLinkageKey_FullMethodName:  {RoleOperator},
 	qhinv1.Locator_LocatorStatus_FullMethodName:  {RoleOperator},
+	// Every node's own ledger; operators read it (a participant serves it
+	// to its member on the member's local API too).
+	qhinv1.Audit_ListEntries_FullMethodName:  {RoleOperator},
+	qhinv1.Audit_VerifyLedger_FullMethodName: {RoleOperator},
 
 	"/grpc.health.v1.Health/Check": everyone,
 	"/grpc.health.v1.Health/Watch": everyone,

@@ -254,6 +254,8 @@ var wantCallers = map[string][]Role{
 	"/qhin.v1.Locator/WithdrawTokens": {RoleParticipant},
 	"/qhin.v1.Locator/SetLinkageKey":  {RoleOperator},
 	"/qhin.v1.Locator/LocatorStatus":  {RoleOperator},
+	"/qhin.v1.Audit/ListEntries":      {RoleOperator},
+	"/qhin.v1.Audit/VerifyLedger":     {RoleOperator},
 }
 
 // TestDefaultPolicy_EveryMethodAsEveryRole calls every RPC of qhin.v1 as
@@ -269,6 +271,7 @@ func TestDefaultPolicy_EveryMethodAsEveryRole(t *testing.T) {
 		qhinv1.RegisterDirectoryServer(s, qhinv1.UnimplementedDirectoryServer{})
 		qhinv1.RegisterClusterServer(s, qhinv1.UnimplementedClusterServer{})
 		qhinv1.RegisterLocatorServer(s, qhinv1.UnimplementedLocatorServer{})
+		qhinv1.RegisterAuditServer(s, qhinv1.UnimplementedAuditServer{})
 	})
 
 	conns := map[Role]*grpc.ClientConn{}
@@ -278,7 +281,7 @@ func TestDefaultPolicy_EveryMethodAsEveryRole(t *testing.T) {
 	}
 
 	methods := qhinMethods(t)
-	registered := []string{"qhin.v1.Gateway", "qhin.v1.Responder", "qhin.v1.Directory", "qhin.v1.Cluster", "qhin.v1.Locator"}
+	registered := []string{"qhin.v1.Gateway", "qhin.v1.Responder", "qhin.v1.Directory", "qhin.v1.Cluster", "qhin.v1.Locator", "qhin.v1.Audit"}
 	for _, md := range methods {
 		if svc := string(md.Parent().FullName()); !slices.Contains(registered, svc) {
 			t.Fatalf("service %s is not registered on the test server: add its Unimplemented server above", svc)

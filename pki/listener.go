@@ -102,6 +102,9 @@ type limitedConn struct {
 	once sync.Once
 }
 
+// NetConn returns the connection underneath, as tls.Conn.NetConn does.
+func (c *limitedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.l.release(c.src) })

@@ -36,6 +36,9 @@ type ServerConfig struct {
 	// Limits bound handshakes, streams, messages and flow-control windows
 	// (the connection caps are the listener's: see LimitListener).
 	Limits ServerLimits
+	// Observe, when set, is told the outcome of every call, refusals by
+	// the policy included (the node's audit ledger records them).
+	Observe func(ctx context.Context, method string, err error)
 }
 
 // DefaultCallTimeout is the deadline of a unary call that came without one.
@@ -66,8 +69,8 @@ func (c ServerConfig) ServerOptions() ([]grpc.ServerOption, error) {
 		timeout = DefaultCallTimeout
 	}
 	lim := c.Limits.WithDefaults()
-	u := append([]grpc.UnaryServerInterceptor{logUnary(log), c.Policy.UnaryInterceptor(), defaultDeadline(timeout)}, c.Unary...)
-	s := append([]grpc.StreamServerInterceptor{logStream(log), c.Policy.StreamInterceptor()}, c.Stream...)
+	u := append([]grpc.UnaryServerInterceptor{logUnary(log, c.Observe), c.Policy.UnaryInterceptor(), defaultDeadline(timeout)}, c.Unary...)
+	s := append([]grpc.StreamServerInterceptor{logStream(log, c.Observe), c.Policy.StreamInterceptor()}, c.Stream...)
 	return append([]grpc.ServerOption{
 		grpc.Creds(ServerCredentials(c.Source, AuthorizeRoles(self.ID.TrustDomain(), roles...))),
 		grpc.ChainUnaryInterceptor(u...),
@@ -113,22 +116,29 @@ func defaultDeadline(d time.Duration) grpc.UnaryServerInterceptor {
 	}
 }
 
-// logUnary logs every call: method, caller, outcome and duration. It never
-// logs a request or response, which may carry patient data.
-func logUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+// logUnary logs every call: method, caller, outcome and duration, and
+// tells observe its outcome. It never logs a request or response, which may
+// carry patient data.
+func logUnary(log *slog.Logger, observe func(context.Context, string, error)) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		resp, err := handler(ctx, req)
 		logCall(ctx, log, info.FullMethod, start, err)
+		if observe != nil {
+			observe(ctx, info.FullMethod, err)
+		}
 		return resp, err
 	}
 }
 
-func logStream(log *slog.Logger) grpc.StreamServerInterceptor {
+func logStream(log *slog.Logger, observe func(context.Context, string, error)) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		start := time.Now()
 		err := handler(srv, ss)
 		logCall(ss.Context(), log, info.FullMethod, start, err)
+		if observe != nil {
+			observe(ss.Context(), info.FullMethod, err)
+		}
 		return err
 	}
 }

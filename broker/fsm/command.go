@@ -13,7 +13,8 @@ import (
 
 // CommandVersion is the newest command envelope version this broker
 // understands. A broker refuses to apply commands of a newer version.
-// Version 2 brought the record locator's commands.
+//
+// Version 2 brought the record locator's commands and the link key command.
 const CommandVersion = 2
 
 // Errors a command can end in. Callers branch on them with errors.Is; the
@@ -110,6 +111,7 @@ type Result struct {
 	Items []*Result
 
 	directory bool // the command changed the directory
+	linkKeys  bool // the command changed the link keys
 }
 
 // NewCommand builds a command envelope around a payload message. Its
@@ -174,6 +176,8 @@ type handler struct {
 	apply     func(t *txn, cmd *qhinv1.Command, payload proto.Message) (proto.Message, error)
 	// directory marks commands that change the participant directory.
 	directory bool
+	// linkKeys marks commands that change the link keys.
+	linkKeys bool
 	// since is the command version that introduced the type: a leader
 	// proposes it only once every broker understands that version.
 	since uint32

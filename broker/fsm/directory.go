@@ -107,12 +107,19 @@ func applyUpdateParticipant(t *txn, cmd *qhinv1.Command, payload proto.Message) 
 }
 
 // narrows reports whether a purpose list allows less after a change than
-// before. An empty list allows every purpose.
+// before: "all" allows every purpose, an empty list none. A list that only
+// reshuffles codes (a code for its sub-codes) counts as narrowing: the
+// answer errs towards waiting for every broker.
+//
+// Brokers before purpose lists were default deny read an empty list as
+// every purpose; a cluster that still runs one acknowledges some narrowing
+// updates sooner than it should, until every broker is upgraded.
 func narrows(before, after []string) bool {
-	if len(after) == 0 {
+	isAll := func(l []string) bool { return len(l) == 1 && l[0] == "all" }
+	if isAll(after) {
 		return false
 	}
-	if len(before) == 0 {
+	if isAll(before) {
 		return true
 	}
 	for _, b := range before {

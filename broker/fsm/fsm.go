@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -38,19 +39,27 @@ var (
 	bucketLocatorKeys   = []byte("locator_keys")
 	bucketLocatorCounts = []byte("locator_counts")
 
+	// bucketLinkKeys holds the keys brokers seal links with (linkkeys.go).
+	bucketLinkKeys = []byte("link_keys")
+
 	// tablesV1 are the tables every file of any schema has.
 	tablesV1 = [][]byte{bucketMeta, bucketParticipants, bucketBrokers, bucketRequests, bucketRequestTimes}
 
+	// tablesV3 are the tables schema 3 added; a file of schema 2 gets them
+	// empty.
+	tablesV3 = [][]byte{bucketLocator, bucketLocatorKeys, bucketLocatorCounts, bucketLinkKeys}
+
 	tables = [][]byte{bucketMeta, bucketParticipants, bucketBrokers, bucketRequests, bucketRequestTimes,
-		bucketLocator, bucketLocatorKeys, bucketLocatorCounts}
+		bucketLocator, bucketLocatorKeys, bucketLocatorCounts, bucketLinkKeys}
 
 	keyAppliedIndex = []byte("applied_index")
 	keySchema       = []byte("schema")
 )
 
 // schemaVersion is the layout of the bbolt file. Version 2 added the table
-// digests, version 3 the record locator's tables; older files get what they
-// lack (empty tables, digests) when opened or restored.
+// digests; files of version 1 get them computed when opened or restored.
+// Version 3 added the record locator's tables and the link key table; files of
+// version 2 get them, empty.
 const schemaVersion = 3
 
 // RequestRetention is how long an idempotency key is remembered, measured in
@@ -84,12 +93,13 @@ type FSM struct {
 	// applied while it fetches the leader's state.
 	applyMu sync.Mutex
 
-	applied    atomic.Uint64
-	dirVersion atomic.Uint64
-	digests    atomic.Pointer[Digests]
-	history    history
-	failed     atomic.Pointer[failure]
-	changed    atomic.Pointer[chan struct{}]
+	applied         atomic.Uint64
+	dirVersion      atomic.Uint64
+	linkKeysVersion atomic.Uint64
+	digests         atomic.Pointer[Digests]
+	history         history
+	failed          atomic.Pointer[failure]
+	changed         atomic.Pointer[chan struct{}]
 	// OnFailure, when set before use, is called once each time the state
 	// machine fails.
 	onFailure atomic.Pointer[func(error)]
@@ -170,8 +180,9 @@ func initDB(db *bolt.DB) error {
 	})
 }
 
-// migrate brings a file's layout to schemaVersion: it creates the tables a
-// file of an older version lacks and computes every table's digest.
+// migrate brings a file's layout to schemaVersion: it computes the table
+// digests of a version 1 file, and adds the (empty) tables a version 2 file
+// lacks with their digests, keeping the digests it has for checking.
 func migrate(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	v := meta.Get(keySchema)
@@ -181,7 +192,21 @@ func migrate(tx *bolt.Tx) error {
 		return fmt.Errorf("%w: schema %x", ErrDamaged, v)
 	case binary.BigEndian.Uint64(v) == schemaVersion:
 		return nil
-	case binary.BigEndian.Uint64(v) > schemaVersion:
+	case binary.BigEndian.Uint64(v) == 2:
+		for _, name := range tablesV3 {
+			b, err := tx.CreateBucketIfNotExists(name)
+			if err != nil {
+				return err
+			}
+			if k, _ := b.Cursor().First(); k != nil {
+				return fmt.Errorf("%w: a schema 2 file holds entries in table %s", ErrDamaged, name)
+			}
+			if err := meta.Put(digestKey(name), make([]byte, 8+sha256.Size)); err != nil {
+				return err
+			}
+		}
+		return meta.Put(keySchema, u64(schemaVersion))
+	case binary.BigEndian.Uint64(v) != 1:
 		return fmt.Errorf("state file has schema %d, this broker understands up to %d", binary.BigEndian.Uint64(v), schemaVersion)
 	}
 	for _, b := range tables {
@@ -342,7 +367,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	}
 	applied := f.applied.Load()
 	last := applied
-	directory := false
+	directory, linkKeys := false, false
 	var hist []Digests
 	var final Digests
 	err := guard(f.path, func() error {
@@ -362,6 +387,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 					}
 					out[i] = r
 					directory = directory || r.directory
+					linkKeys = linkKeys || r.linkKeys
 				}
 				last = l.Index
 				t.d.Index = last
@@ -389,6 +415,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	f.applied.Store(last)
 	if directory {
 		f.dirVersion.Add(1)
+	}
+	if linkKeys {
+		f.linkKeysVersion.Add(1)
 	}
 	f.signal()
 	return out
@@ -455,7 +484,7 @@ func (f *FSM) applyCommand(t *txn, cmd *qhinv1.Command) (*Result, error) {
 	if err != nil {
 		items = nil
 	}
-	return &Result{Value: value, Err: err, directory: h.directory && err == nil, Restricts: restricts, Items: items}, nil
+	return &Result{Value: value, Err: err, directory: h.directory && err == nil, linkKeys: h.linkKeys && err == nil, Restricts: restricts, Items: items}, nil
 }
 
 func replay(cmd *qhinv1.Command, h handler, stored []byte) *Result {
@@ -694,6 +723,7 @@ func (f *FSM) install(r io.Reader, keepIndex bool) (uint64, error) {
 	f.digests.Store(&d)
 	f.history.reset()
 	f.dirVersion.Add(1)
+	f.linkKeysVersion.Add(1)
 	if f.failed.Swap(nil) != nil {
 		f.log.Info("state machine recovered: a whole state was installed", "file", f.path, "applied_index", d.Index)
 	}
@@ -814,7 +844,15 @@ func checkRestored(path string, opts *bolt.Options) (*bolt.DB, Digests, error) {
 			if v := tx.Bucket(bucketMeta).Get(keySchema); len(v) != 8 {
 				return fmt.Errorf("schema %x", v)
 			}
-			return migrate(tx)
+			if err := migrate(tx); err != nil {
+				return err
+			}
+			for _, b := range tables {
+				if tx.Bucket(b) == nil {
+					return fmt.Errorf("table %s missing", b)
+				}
+			}
+			return nil
 		})
 		if err != nil {
 			return err

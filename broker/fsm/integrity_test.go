@@ -179,10 +179,12 @@ func TestApply_RestrictingCommands(t *testing.T) {
 			func(t *testing.T) *qhinv1.Command {
 				return setStatus(t, "p1", qhinv1.ParticipantStatus_PARTICIPANT_STATUS_ACTIVE)
 			}}, false},
-		{"narrow purposes", []func(t *testing.T) *qhinv1.Command{func(t *testing.T) *qhinv1.Command { return update(t, "T-TREAT") }}, true},
+		{"narrow purposes", []func(t *testing.T) *qhinv1.Command{
+			func(t *testing.T) *qhinv1.Command { return update(t, "all") },
+			func(t *testing.T) *qhinv1.Command { return update(t, "T-TREAT") }}, true},
 		{"widen purposes", []func(t *testing.T) *qhinv1.Command{
 			func(t *testing.T) *qhinv1.Command { return update(t, "T-TREAT") },
-			func(t *testing.T) *qhinv1.Command { return update(t) }}, false},
+			func(t *testing.T) *qhinv1.Command { return update(t, "all") }}, false},
 		{"refused suspension", []func(t *testing.T) *qhinv1.Command{func(t *testing.T) *qhinv1.Command {
 			return setStatus(t, "nobody", qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED)
 		}}, false},

@@ -17,6 +17,7 @@ func TestValidateQuery(t *testing.T) {
 		{"", "required"},
 		{"TREATMENT", "unknown"},
 		{"t-trtmnt", "unknown"},
+		{"all", "unknown"},
 		{"Zebulon Quackenbush 1953-11-29", "unknown"},
 		{"T-PH-ECR", "push-only"},
 		{"T-PH-ELR", "push-only"},
@@ -40,32 +41,104 @@ func TestValidateQuery(t *testing.T) {
 	}
 }
 
-func TestTable_CodesAreUniqueAndComplete(t *testing.T) {
-	seen := map[string]bool{}
+func TestTable_IsVersionedAndComplete(t *testing.T) {
+	if Version() == "" || Source() == "" {
+		t.Errorf("version %q, source %q", Version(), Source())
+	}
+	duties := map[Duty]int{}
 	for _, p := range All() {
-		if seen[p.Code] {
-			t.Errorf("duplicate code %s", p.Code)
-		}
-		seen[p.Code] = true
-		if p.Display == "" || p.Duty == "" {
-			t.Errorf("%s: incomplete entry %+v", p.Code, p)
+		duties[p.Duty]++
+		if p.Display == "" {
+			t.Errorf("%s: no name", p.Code)
 		}
 	}
-	for _, must := range []string{"T-TRTMNT", "T-IAS"} {
-		if p, _ := Lookup(must); p.Duty != Must {
-			t.Errorf("%s duty = %q, want must", must, p.Duty)
+	if duties[Required] == 0 || duties[Optional] == 0 || duties[PushOnly] == 0 {
+		t.Errorf("duties %v: every kind should occur", duties)
+	}
+	for code, want := range map[string]Duty{"T-TRTMNT": Required, "T-IAS": Required, "T-PYMNT": Optional, "T-PH-ECR": PushOnly} {
+		if p, _ := Lookup(code); p.Duty != want {
+			t.Errorf("%s duty = %q, want %q", code, p.Duty, want)
 		}
 	}
 }
 
-func TestPermits(t *testing.T) {
-	if !Permits(nil, "T-TRTMNT") {
-		t.Error("empty list must permit every purpose")
+func TestParse_RefusesBrokenTables(t *testing.T) {
+	for name, doc := range map[string]string{
+		"no version":     `{"codeSystem":"` + CodeSystem + `","purposes":[{"code":"T-A","display":"A","duty":"optional"}]}`,
+		"other system":   `{"version":"1","codeSystem":"1.2.3","purposes":[{"code":"T-A","display":"A","duty":"optional"}]}`,
+		"bad duty":       `{"version":"1","codeSystem":"` + CodeSystem + `","purposes":[{"code":"T-A","display":"A","duty":"must"}]}`,
+		"twice":          `{"version":"1","codeSystem":"` + CodeSystem + `","purposes":[{"code":"T-A","display":"A","duty":"optional"},{"code":"T-A","display":"A","duty":"optional"}]}`,
+		"orphan":         `{"version":"1","codeSystem":"` + CodeSystem + `","purposes":[{"code":"T-A-B","display":"B","parent":"T-A","duty":"optional"}]}`,
+		"all as a code":  `{"version":"1","codeSystem":"` + CodeSystem + `","purposes":[{"code":"all","display":"A","duty":"optional"}]}`,
+		"not json":       `{`,
+		"empty purposes": `{"version":"1","codeSystem":"` + CodeSystem + `","purposes":[]}`,
+	} {
+		if _, err := parse([]byte(doc)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
-	if Permits([]string{"T-TREAT"}, "T-PYMNT") {
-		t.Error("list without the code permits it")
+	if _, err := parse(tableJSON); err != nil {
+		t.Errorf("the embedded table: %v", err)
 	}
-	if !Permits([]string{"T-TREAT", "T-PYMNT"}, "T-PYMNT") {
-		t.Error("list with the code refuses it")
+}
+
+func TestPermits_DefaultDeny(t *testing.T) {
+	for _, tt := range []struct {
+		list []string
+		code string
+		want bool
+	}{
+		{nil, "T-TRTMNT", false},
+		{[]string{}, "T-TREAT", false},
+		{[]string{"all"}, "T-TRTMNT", true},
+		{[]string{"all"}, "T-GOVDTRM-SSD", true},
+		{[]string{"T-TREAT"}, "T-PYMNT", false},
+		{[]string{"T-TREAT", "T-PYMNT"}, "T-PYMNT", true},
+		{[]string{"T-HCO"}, "T-HCO-CC", true},
+		{[]string{"T-HCO-CC"}, "T-HCO", false},
+		{[]string{"T-HCO-CC"}, "T-HCO-QAI", false},
+		{[]string{"T-TREAT"}, "T-TRTMNT", true},
+		{[]string{"T-TRTMNT"}, "T-TREAT", false},
+		{[]string{"T-TREAT"}, "T-NOPE", false},
+	} {
+		if got := Permits(tt.list, tt.code); got != tt.want {
+			t.Errorf("Permits(%v, %s) = %v, want %v", tt.list, tt.code, got, tt.want)
+		}
+	}
+}
+
+func TestValidateList(t *testing.T) {
+	for _, tt := range []struct {
+		list    []string
+		wantAt  int
+		wantErr string
+	}{
+		{nil, 0, ""},
+		{[]string{"all"}, 0, ""},
+		{[]string{"T-TREAT", "T-IAS"}, 0, ""},
+		{[]string{"T-TREAT", "all"}, 1, "only entry"},
+		{[]string{"all", "T-TREAT"}, 0, "only entry"},
+		{[]string{"T-TREAT", "T-NOPE"}, 1, "unknown"},
+		{[]string{"T-PH-ELR"}, 0, "push-only"},
+		{[]string{"T-IAS", "T-IAS"}, 1, "twice"},
+	} {
+		at, err := ValidateList(tt.list)
+		if tt.wantErr == "" {
+			if err != nil {
+				t.Errorf("%v: %v", tt.list, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) || at != tt.wantAt {
+			t.Errorf("%v: entry %d, %v; want entry %d, %q", tt.list, at, err, tt.wantAt, tt.wantErr)
+		}
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	for want, list := range map[string][]string{"none": nil, "all": {"all"}, "T-TREAT,T-IAS": {"T-TREAT", "T-IAS"}} {
+		if got := Describe(list); got != want {
+			t.Errorf("Describe(%v) = %q, want %q", list, got, want)
+		}
 	}
 }

@@ -48,6 +48,8 @@ func run() error {
 	flag.IntVar(&cfg.Limits.MemberConnWindowBytes, "member-conn-window-bytes", broker.DefaultMemberConnWindowBytes, "flow-control window of a connection to a member")
 	routing := flag.String("routing", string(broker.DefaultRouting), "how a discovery query chooses its members: targeted-then-broadcast (the members the record locator lists for its tokens, else every member), targeted-only, or broadcast")
 	flag.IntVar(&cfg.Limits.MaxLocatorTokensPerMember, "max-locator-tokens-per-member", broker.DefaultMaxLocatorTokensPerMember, "record-locator tokens one member may hold")
+	flag.DurationVar(&cfg.LinkTTL, "link-ttl", broker.DefaultLinkTTL, "how long the links a discovery or document query issues stay valid (at most --link-key-rotation)")
+	flag.DurationVar(&cfg.LinkKeyRotation, "link-key-rotation", broker.DefaultLinkKeyRotation, "how often the leader replaces the key links are sealed with")
 	flag.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "Raft entries between snapshots")
 	flag.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 2*time.Minute, "how often to check the snapshot threshold")
 	flag.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "Raft entries kept after a snapshot")

@@ -10,14 +10,12 @@ import (
 	"time"
 
 	flag "github.com/spf13/pflag"
-	"google.golang.org/grpc"
 
 	"github.com/openqhin/openqhin/broker/client"
 	"github.com/openqhin/openqhin/cmd/internal/cli"
 	"github.com/openqhin/openqhin/participant"
 	"github.com/openqhin/openqhin/participant/match"
 	"github.com/openqhin/openqhin/pki"
-	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
 func main() {
@@ -34,7 +32,10 @@ func run() error {
 	svidDir := flag.String("svid-dir", "", "directory with svid.pem, svid.key and bundle.pem (required)")
 	brokers := flag.StringSlice("broker", nil, "broker gRPC address(es) for the member's own queries and its record-locator tokens")
 	keyFile := flag.String("linkage-key-file", "", "the network's linkage key (qhinctl locator keygen): publish the patients' record-locator tokens and add them to the EHR's queries (needs --broker)")
-	apiListen := flag.String("api-listen", "", "loopback address where the member's EHR sends Gateway queries (off when empty)")
+	apiListen := flag.String("api-listen", "", "the member's local API for its EHR (queries, its audit ledger): unix:PATH, a socket guarded by its file mode, or HOST:PORT with mutual TLS (the member's own SVID); off when empty")
+	apiSocketMode := flag.Uint32("api-socket-mode", 0o600, "file mode of the --api-listen unix socket (owner, or owner and group)")
+	insecureAPI := flag.Bool("insecure-local-api", false, "serve a --api-listen HOST:PORT (loopback only) in plaintext, without authentication")
+	answers := flag.StringSlice("answers", nil, "exchange purposes this member answers by its own policy, e.g. T-TRTMNT,T-IAS or all (default all)")
 	flag.DurationVar(&cfg.Delay, "inject-latency", 0, "hold every answer back this long (benchmarks only)")
 	flag.BoolVar(&cfg.TrainMatcher, "match-train", false, "fit the matcher to this member's records (EM) at start")
 	cli.AddServerLimitFlags(flag.CommandLine, &cfg.Limits)
@@ -62,7 +63,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	cfg.Source, cfg.Logger = src, log
+	cfg.Source, cfg.Logger, cfg.AnswerPurposes = src, log, *answers
 	if *keyFile != "" {
 		if len(*brokers) == 0 {
 			return fmt.Errorf("--linkage-key-file needs --broker: the member publishes its tokens to the brokers")
@@ -106,20 +107,20 @@ func run() error {
 		if len(*brokers) == 0 {
 			return fmt.Errorf("--api-listen needs --broker")
 		}
-		l, err := net.Listen("tcp", *apiListen)
+		api, err := participant.NewRelayServer(participant.RelayConfig{
+			Listen: *apiListen, SocketMode: os.FileMode(*apiSocketMode), Insecure: *insecureAPI,
+			Source: src, Conn: conn, Ledger: s.Ledger(), LinkageKey: cfg.LinkageKey, Limits: cfg.Limits, Logger: log,
+		})
 		if err != nil {
-			return err
+			return fmt.Errorf("--api-listen: %w", err)
 		}
-		if err := participant.CheckLoopback(l); err != nil {
-			return err
-		}
-		// The EHR API has no TLS (it is loopback only) but the same limits.
-		l = pki.LimitListener(l, cfg.Limits)
-		api := grpc.NewServer(cfg.Limits.GRPCOptions()...)
-		qhinv1.RegisterGatewayServer(api, participant.NewRelay(conn, cfg.LinkageKey))
-		go func() { served <- api.Serve(l) }()
-		defer api.GracefulStop()
-		log.Info("EHR API running", "addr", l.Addr().String(), "brokers", *brokers)
+		go func() { served <- api.Serve() }()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			api.Stop(sctx)
+		}()
+		log.Info("EHR API running", "addr", api.Addr(), "brokers", *brokers)
 	}
 
 	select {

@@ -12,10 +12,10 @@ import (
 // purposeJSON is one purpose in `qhinctl purposes -o json`, named like the
 // protojson of the other commands.
 type purposeJSON struct {
-	Code     string `json:"code"`
-	Display  string `json:"display"`
-	Duty     string `json:"responderDuty"`
-	PushOnly bool   `json:"pushOnly"`
+	Code    string `json:"code"`
+	Display string `json:"display"`
+	Parent  string `json:"parent,omitempty"`
+	Duty    string `json:"responderDuty"`
 }
 
 func newPurposesCmd(g *globals) *cobra.Command {
@@ -23,21 +23,26 @@ func newPurposesCmd(g *globals) *cobra.Command {
 		Use:   "purposes",
 		Short: "List the exchange purpose codes the network accepts",
 		Long: `List the TEFCA exchange purposes (code system ` + purpose.CodeSystem + `)
-a query may carry: code, name, what a responder owes a query of that purpose
-(must, should or may answer), and whether the purpose is push-only (sent as a
-message, never a query). This is the table qhinctl and the brokers of the same
-release are built with; it needs no connection to the network.`,
+with the table's version: code, name, the code it refines, and what a
+responder owes a query of that purpose — required (every member answers; one
+that declines is reported DENIED, as possible information blocking),
+optional (members that list it answer) or push-only (sent as a message, never
+a query). A member's purpose list names codes (a code covers its sub-codes)
+or "all"; an empty list allows nothing. This is the table qhinctl and the
+brokers of the same release are built with; it needs no connection to the
+network.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			all := purpose.All()
 			w := cmd.OutOrStdout()
 			if g.output == "json" {
 				out := struct {
+					Version    string        `json:"version"`
 					CodeSystem string        `json:"codeSystem"`
 					Purposes   []purposeJSON `json:"purposes"`
-				}{CodeSystem: purpose.CodeSystem}
+				}{Version: purpose.Version(), CodeSystem: purpose.CodeSystem}
 				for _, p := range all {
-					out.Purposes = append(out.Purposes, purposeJSON{Code: p.Code, Display: p.Display, Duty: string(p.Duty), PushOnly: p.PushOnly})
+					out.Purposes = append(out.Purposes, purposeJSON{Code: p.Code, Display: p.Display, Parent: p.Parent, Duty: string(p.Duty)})
 				}
 				b, err := json.MarshalIndent(out, "", "  ")
 				if err != nil {
@@ -47,13 +52,10 @@ release are built with; it needs no connection to the network.`,
 				return err
 			}
 			t := &table{tw: newTabWriter(w)}
-			t.row("CODE", "PURPOSE", "RESPONDER", "PUSH ONLY")
+			t.line("exchange purposes, table version %s (%s)", purpose.Version(), purpose.Source())
+			t.row("CODE", "PURPOSE", "REFINES", "RESPONDER DUTY")
 			for _, p := range all {
-				pushOnly := ""
-				if p.PushOnly {
-					pushOnly = "yes (never a query)"
-				}
-				t.row(p.Code, p.Display, string(p.Duty)+" answer", pushOnly)
+				t.row(p.Code, p.Display, p.Parent, string(p.Duty))
 			}
 			return t.tw.Flush()
 		},

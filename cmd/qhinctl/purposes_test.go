@@ -8,25 +8,30 @@ import (
 	"github.com/openqhin/openqhin/broker/purpose"
 )
 
-func TestPurposes_TableListsEveryPurposeWithItsDuty(t *testing.T) {
+func TestPurposes_TableListsEveryPurposeWithItsDutyAndTheVersion(t *testing.T) {
 	out := runQhinctl(t, "purposes")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != len(purpose.All())+1 {
-		t.Fatalf("%d lines, want a header and %d purposes:\n%s", len(lines), len(purpose.All()), out)
+	if len(lines) != len(purpose.All())+2 {
+		t.Fatalf("%d lines, want a title, a header and %d purposes:\n%s", len(lines), len(purpose.All()), out)
+	}
+	if !strings.Contains(lines[0], "version "+purpose.Version()) {
+		t.Errorf("title %q does not show the table's version %s", lines[0], purpose.Version())
 	}
 	for i, p := range purpose.All() {
-		f := strings.Fields(lines[i+1])
-		if f[0] != p.Code || !strings.Contains(lines[i+1], p.Display) || !strings.Contains(lines[i+1], string(p.Duty)+" answer") {
-			t.Errorf("line %q does not show %+v", lines[i+1], p)
+		line := lines[i+2]
+		f := strings.Fields(line)
+		if f[0] != p.Code || !strings.Contains(line, p.Display) || f[len(f)-1] != string(p.Duty) {
+			t.Errorf("line %q does not show %+v", line, p)
 		}
-		if got := strings.Contains(lines[i+1], "never a query"); got != p.PushOnly {
-			t.Errorf("%s: push-only shown %v, want %v", p.Code, got, p.PushOnly)
+		if p.Parent != "" && !strings.Contains(line, " "+p.Parent+" ") {
+			t.Errorf("line %q does not show that %s refines %s", line, p.Code, p.Parent)
 		}
 	}
 }
 
 func TestPurposes_JSONIsTheTable(t *testing.T) {
 	var got struct {
+		Version    string        `json:"version"`
 		CodeSystem string        `json:"codeSystem"`
 		Purposes   []purposeJSON `json:"purposes"`
 	}
@@ -34,24 +39,24 @@ func TestPurposes_JSONIsTheTable(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out)
 	}
-	if got.CodeSystem != purpose.CodeSystem {
-		t.Errorf("code system %q", got.CodeSystem)
+	if got.CodeSystem != purpose.CodeSystem || got.Version != purpose.Version() {
+		t.Errorf("code system %q, version %q", got.CodeSystem, got.Version)
 	}
 	all := purpose.All()
 	if len(got.Purposes) != len(all) {
 		t.Fatalf("%d purposes, want %d", len(got.Purposes), len(all))
 	}
-	pushOnly := 0
+	duties := map[string]int{}
 	for i, p := range all {
-		want := purposeJSON{Code: p.Code, Display: p.Display, Duty: string(p.Duty), PushOnly: p.PushOnly}
+		want := purposeJSON{Code: p.Code, Display: p.Display, Parent: p.Parent, Duty: string(p.Duty)}
 		if got.Purposes[i] != want {
 			t.Errorf("purpose %d = %+v, want %+v", i, got.Purposes[i], want)
 		}
-		if p.PushOnly {
-			pushOnly++
-		}
+		duties[got.Purposes[i].Duty]++
 	}
-	if pushOnly == 0 {
-		t.Error("no push-only purpose in the table: the test no longer checks that flag")
+	for _, d := range []purpose.Duty{purpose.Required, purpose.Optional, purpose.PushOnly} {
+		if duties[string(d)] == 0 {
+			t.Errorf("no %s purpose in the output: the test no longer checks that duty", d)
+		}
 	}
 }

@@ -268,7 +268,8 @@ func (n *procNetwork) register(ctx context.Context, id, endpoint string) error {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := conn.Directory().RegisterParticipant(cctx, &qhinv1.RegisterParticipantRequest{
-			Participant: &qhinv1.Participant{Id: id, Organization: "Bench " + id, Endpoint: endpoint}, RequestId: "register-" + id})
+			Participant: &qhinv1.Participant{Id: id, Organization: "Bench " + id, Endpoint: endpoint,
+				InitiatePurposes: []string{"all"}, RespondPurposes: []string{"all"}}, RequestId: "register-" + id})
 		cancel()
 		if err == nil || status.Code(err) == codes.AlreadyExists {
 			return nil

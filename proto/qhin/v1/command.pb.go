@@ -38,6 +38,8 @@ const (
 	CommandType_COMMAND_TYPE_LOCATOR_PUBLISH  CommandType = 20
 	CommandType_COMMAND_TYPE_LOCATOR_WITHDRAW CommandType = 21
 	CommandType_COMMAND_TYPE_LOCATOR_SET_KEY  CommandType = 22
+	// Governance (30-39). A new key to seal links with (payload LinkKey).
+	CommandType_COMMAND_TYPE_ROTATE_LINK_KEY CommandType = 30
 )
 
 // Enum value maps for CommandType.
@@ -53,6 +55,7 @@ var (
 		20: "COMMAND_TYPE_LOCATOR_PUBLISH",
 		21: "COMMAND_TYPE_LOCATOR_WITHDRAW",
 		22: "COMMAND_TYPE_LOCATOR_SET_KEY",
+		30: "COMMAND_TYPE_ROTATE_LINK_KEY",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":            0,
@@ -65,6 +68,7 @@ var (
 		"COMMAND_TYPE_LOCATOR_PUBLISH":        20,
 		"COMMAND_TYPE_LOCATOR_WITHDRAW":       21,
 		"COMMAND_TYPE_LOCATOR_SET_KEY":        22,
+		"COMMAND_TYPE_ROTATE_LINK_KEY":        30,
 	}
 )
 
@@ -556,7 +560,7 @@ const file_qhin_v1_command_proto_rawDesc = "" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x02 \x01(\tR\terrorCode\x12\x1c\n" +
-	"\trestricts\x18\x04 \x01(\bR\trestrictsJ\x04\b\x03\x10\x04R\x05error*\xdc\x02\n" +
+	"\trestricts\x18\x04 \x01(\bR\trestrictsJ\x04\b\x03\x10\x04R\x05error*\xfe\x02\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12%\n" +
 	"!COMMAND_TYPE_REGISTER_PARTICIPANT\x10\x01\x12#\n" +
@@ -567,7 +571,8 @@ const file_qhin_v1_command_proto_rawDesc = "" +
 	"\x12COMMAND_TYPE_BATCH\x10\x06\x12 \n" +
 	"\x1cCOMMAND_TYPE_LOCATOR_PUBLISH\x10\x14\x12!\n" +
 	"\x1dCOMMAND_TYPE_LOCATOR_WITHDRAW\x10\x15\x12 \n" +
-	"\x1cCOMMAND_TYPE_LOCATOR_SET_KEY\x10\x16B3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
+	"\x1cCOMMAND_TYPE_LOCATOR_SET_KEY\x10\x16\x12 \n" +
+	"\x1cCOMMAND_TYPE_ROTATE_LINK_KEY\x10\x1eB3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
 
 var (
 	file_qhin_v1_command_proto_rawDescOnce sync.Once

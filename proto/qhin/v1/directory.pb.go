@@ -90,9 +90,12 @@ type Participant struct {
 	// host:port of the member's Responder service.
 	Endpoint string            `protobuf:"bytes,4,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
 	Status   ParticipantStatus `protobuf:"varint,5,opt,name=status,proto3,enum=qhin.v1.ParticipantStatus" json:"status,omitempty"`
-	// Exchange purposes the member may initiate; all purposes when empty.
+	// Exchange purposes the member may initiate: codes (a code covers its
+	// sub-codes) or the single entry "all". Empty means none.
 	InitiatePurposes []string `protobuf:"bytes,6,rep,name=initiate_purposes,json=initiatePurposes,proto3" json:"initiate_purposes,omitempty"`
-	// Exchange purposes the member answers; all purposes when empty.
+	// Exchange purposes the member answers, as initiate_purposes. Empty means
+	// none; a member that does not answer a purpose it must answer is
+	// reported DENIED (possible information blocking).
 	RespondPurposes []string               `protobuf:"bytes,7,rep,name=respond_purposes,json=respondPurposes,proto3" json:"respond_purposes,omitempty"`
 	HomeCommunityId string                 `protobuf:"bytes,8,opt,name=home_community_id,json=homeCommunityId,proto3" json:"home_community_id,omitempty"`
 	CreatedAt       *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`

@@ -154,8 +154,12 @@ type Requester struct {
 	Id   string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Role of the user, for example "physician" or "nurse".
-	Role          string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
-	Organization  string `protobuf:"bytes,4,opt,name=organization,proto3" json:"organization,omitempty"`
+	Role         string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	Organization string `protobuf:"bytes,4,opt,name=organization,proto3" json:"organization,omitempty"`
+	// National Provider Identifier of the user: 10 digits whose last is the
+	// Luhn check digit over the 80840 prefix and the first nine. Required for
+	// T-TRTMNT; checked whenever present.
+	Npi           string `protobuf:"bytes,30,opt,name=npi,proto3" json:"npi,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -214,6 +218,13 @@ func (x *Requester) GetRole() string {
 func (x *Requester) GetOrganization() string {
 	if x != nil {
 		return x.Organization
+	}
+	return ""
+}
+
+func (x *Requester) GetNpi() string {
+	if x != nil {
+		return x.Npi
 	}
 	return ""
 }
@@ -459,6 +470,11 @@ type PatientLink struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ParticipantId string                 `protobuf:"bytes,1,opt,name=participant_id,json=participantId,proto3" json:"participant_id,omitempty"`
 	PatientId     string                 `protobuf:"bytes,2,opt,name=patient_id,json=patientId,proto3" json:"patient_id,omitempty"`
+	// The opaque link a broker issued for this record (PersonLink.link).
+	// QueryDocuments reads only this field: the broker opens it and finds the
+	// member and patient inside; participant_id and patient_id are filled in
+	// answers, for display.
+	Link          string `protobuf:"bytes,30,opt,name=link,proto3" json:"link,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -507,11 +523,21 @@ func (x *PatientLink) GetPatientId() string {
 	return ""
 }
 
+func (x *PatientLink) GetLink() string {
+	if x != nil {
+		return x.Link
+	}
+	return ""
+}
+
 // DocumentLink names a document as known to one member.
 type DocumentLink struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ParticipantId string                 `protobuf:"bytes,1,opt,name=participant_id,json=participantId,proto3" json:"participant_id,omitempty"`
 	DocumentId    string                 `protobuf:"bytes,2,opt,name=document_id,json=documentId,proto3" json:"document_id,omitempty"`
+	// The opaque link a broker issued for this document
+	// (DocumentMetadata.link). RetrieveDocument reads only this field.
+	Link          string `protobuf:"bytes,30,opt,name=link,proto3" json:"link,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -556,6 +582,13 @@ func (x *DocumentLink) GetParticipantId() string {
 func (x *DocumentLink) GetDocumentId() string {
 	if x != nil {
 		return x.DocumentId
+	}
+	return ""
+}
+
+func (x *DocumentLink) GetLink() string {
+	if x != nil {
+		return x.Link
 	}
 	return ""
 }
@@ -844,7 +877,10 @@ type PersonLink struct {
 	// Match score reported by the member, in [0, 1].
 	Score float64 `protobuf:"fixed64,3,opt,name=score,proto3" json:"score,omitempty"`
 	// How the member's matcher compared the query with its record.
-	Explanation   *MatchExplanation `protobuf:"bytes,4,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	Explanation *MatchExplanation `protobuf:"bytes,4,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	// Opaque link to the record, authenticated by the broker and bound to the
+	// initiator, the purpose and an expiry: what QueryDocuments takes.
+	Link          string `protobuf:"bytes,30,opt,name=link,proto3" json:"link,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -905,6 +941,13 @@ func (x *PersonLink) GetExplanation() *MatchExplanation {
 		return x.Explanation
 	}
 	return nil
+}
+
+func (x *PersonLink) GetLink() string {
+	if x != nil {
+		return x.Link
+	}
+	return ""
 }
 
 // Person is one human being as found across the network: the records that
@@ -978,8 +1021,11 @@ type DocumentMetadata struct {
 	ContentType string `protobuf:"bytes,9,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
 	// Member that holds the document.
 	SourceParticipantId string `protobuf:"bytes,10,opt,name=source_participant_id,json=sourceParticipantId,proto3" json:"source_participant_id,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Opaque link to the document, authenticated by the broker and bound to
+	// the initiator, the purpose and an expiry: what RetrieveDocument takes.
+	Link          string `protobuf:"bytes,30,opt,name=link,proto3" json:"link,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DocumentMetadata) Reset() {
@@ -1082,6 +1128,13 @@ func (x *DocumentMetadata) GetSourceParticipantId() string {
 	return ""
 }
 
+func (x *DocumentMetadata) GetLink() string {
+	if x != nil {
+		return x.Link
+	}
+	return ""
+}
+
 // RetrieveDocumentResponse is one message of a document stream: first the
 // header, then the content in chunks of at most 64 KiB.
 type RetrieveDocumentResponse struct {
@@ -1170,12 +1223,13 @@ var File_qhin_v1_types_proto protoreflect.FileDescriptor
 
 const file_qhin_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x13qhin/v1/types.proto\x12\aqhin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"g\n" +
+	"\x13qhin/v1/types.proto\x12\aqhin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n" +
 	"\tRequester\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12\"\n" +
-	"\forganization\x18\x04 \x01(\tR\forganization\"\x84\x01\n" +
+	"\forganization\x18\x04 \x01(\tR\forganization\x12\x10\n" +
+	"\x03npi\x18\x1e \x01(\tR\x03npi\"\x84\x01\n" +
 	"\aAddress\x12\x14\n" +
 	"\x05lines\x18\x01 \x03(\tR\x05lines\x12\x12\n" +
 	"\x04city\x18\x02 \x01(\tR\x04city\x12\x14\n" +
@@ -1196,15 +1250,17 @@ const file_qhin_v1_types_proto_rawDesc = "" +
 	"\x06gender\x18\x04 \x01(\tR\x06gender\x12*\n" +
 	"\aaddress\x18\x05 \x01(\v2\x10.qhin.v1.AddressR\aaddress\x12\x14\n" +
 	"\x05phone\x18\x06 \x01(\tR\x05phone\x125\n" +
-	"\videntifiers\x18\a \x03(\v2\x13.qhin.v1.IdentifierR\videntifiers\"S\n" +
+	"\videntifiers\x18\a \x03(\v2\x13.qhin.v1.IdentifierR\videntifiers\"g\n" +
 	"\vPatientLink\x12%\n" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x12\x1d\n" +
 	"\n" +
-	"patient_id\x18\x02 \x01(\tR\tpatientId\"V\n" +
+	"patient_id\x18\x02 \x01(\tR\tpatientId\x12\x12\n" +
+	"\x04link\x18\x1e \x01(\tR\x04link\"j\n" +
 	"\fDocumentLink\x12%\n" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x12\x1f\n" +
 	"\vdocument_id\x18\x02 \x01(\tR\n" +
-	"documentId\"\xb6\x01\n" +
+	"documentId\x12\x12\n" +
+	"\x04link\x18\x1e \x01(\tR\x04link\"\xb6\x01\n" +
 	"\x0fResponderStatus\x12%\n" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.qhin.v1.ResponderStateR\x06status\x12\x16\n" +
@@ -1223,17 +1279,18 @@ const file_qhin_v1_types_proto_rawDesc = "" +
 	"\x0fFieldComparison\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x14\n" +
 	"\x05level\x18\x02 \x01(\tR\x05level\x12\x16\n" +
-	"\x06weight\x18\x03 \x01(\x01R\x06weight\"\xa5\x01\n" +
+	"\x06weight\x18\x03 \x01(\x01R\x06weight\"\xb9\x01\n" +
 	"\n" +
 	"PersonLink\x12%\n" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x12\x1d\n" +
 	"\n" +
 	"patient_id\x18\x02 \x01(\tR\tpatientId\x12\x14\n" +
 	"\x05score\x18\x03 \x01(\x01R\x05score\x12;\n" +
-	"\vexplanation\x18\x04 \x01(\v2\x19.qhin.v1.MatchExplanationR\vexplanation\"n\n" +
+	"\vexplanation\x18\x04 \x01(\v2\x19.qhin.v1.MatchExplanationR\vexplanation\x12\x12\n" +
+	"\x04link\x18\x1e \x01(\tR\x04link\"n\n" +
 	"\x06Person\x12)\n" +
 	"\x05links\x18\x01 \x03(\v2\x13.qhin.v1.PersonLinkR\x05links\x129\n" +
-	"\fdemographics\x18\x02 \x01(\v2\x15.qhin.v1.DemographicsR\fdemographics\"\xe1\x02\n" +
+	"\fdemographics\x18\x02 \x01(\v2\x15.qhin.v1.DemographicsR\fdemographics\"\xf5\x02\n" +
 	"\x10DocumentMetadata\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\apatient\x18\x02 \x01(\v2\x14.qhin.v1.PatientLinkR\apatient\x12\x1b\n" +
@@ -1245,7 +1302,8 @@ const file_qhin_v1_types_proto_rawDesc = "" +
 	"\x06sha256\x18\b \x01(\tR\x06sha256\x12!\n" +
 	"\fcontent_type\x18\t \x01(\tR\vcontentType\x122\n" +
 	"\x15source_participant_id\x18\n" +
-	" \x01(\tR\x13sourceParticipantId\"o\n" +
+	" \x01(\tR\x13sourceParticipantId\x12\x12\n" +
+	"\x04link\x18\x1e \x01(\tR\x04link\"o\n" +
 	"\x18RetrieveDocumentResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.qhin.v1.DocumentMetadataH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
