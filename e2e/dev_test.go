@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,7 +40,7 @@ func TestDev_KillABrokerAndKeepQuerying(t *testing.T) {
 	base := freeBasePort(t)
 	qhinctl := func(args ...string) (string, error) {
 		cmd := exec.Command(filepath.Join(bin, "qhinctl"), args...)
-		cmd.Env = append(os.Environ(), "QHIN_CONFIG="+filepath.Join(dir, "qhinctl.yaml"))
+		cmd.Env = append(os.Environ(), "QHIN_CONFIG="+filepath.Join(dir, "qhinctl.yaml"), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -70,6 +72,8 @@ func TestDev_KillABrokerAndKeepQuerying(t *testing.T) {
 		}
 	}
 	ask("query before the kill")
+	documentsByName(t, qhinctl, query, dir)
+	auditOfTheTour(t, qhinctl)
 
 	status := func() (*qhinv1.StatusResponse, error) {
 		var st qhinv1.StatusResponse
@@ -391,4 +395,84 @@ func processAlive(pid int) bool {
 		return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 	}
 	return syscall.Kill(pid, 0) == nil
+}
+
+// documentsByName walks the tour's document step: the links that query
+// patients printed, by the names it printed them under (PARTICIPANT/ID),
+// list the documents, and a document's printed name retrieves it. The
+// brokers issue opaque links; qhinctl remembers them under those names.
+func documentsByName(t *testing.T, qhinctl func(...string) (string, error), query []string, dir string) {
+	t.Helper()
+	phase := "documents by the names query patients printed"
+	out, err := qhinctl(query...) // the table, as a person reads it
+	if err != nil {
+		t.Fatalf("phase %q: query: %v\n%s", phase, err, out)
+	}
+	var names []string
+	for _, f := range strings.Fields(out) {
+		if strings.HasPrefix(f, "p2/") || strings.HasPrefix(f, "p3/") {
+			names = append(names, f)
+		}
+	}
+	if len(names) != 2 {
+		t.Fatalf("phase %q: want a link at p2 and one at p3 in:\n%s", phase, out)
+	}
+	npi := query[slices.Index(query, "--requester-npi")+1]
+	args := []string{"query", "documents", "--purpose", "T-TRTMNT", "--requester-npi", npi, "-o", "json"}
+	for _, n := range names {
+		args = append(args, "--link", n)
+	}
+	out, err = qhinctl(args...)
+	var docs qhinv1.QueryDocumentsResponse
+	if err == nil {
+		err = protoUnmarshalJSON(out, &docs)
+	}
+	if err != nil || len(docs.Documents) == 0 {
+		t.Fatalf("phase %q: query documents: %v\n%s", phase, err, out)
+	}
+	d := docs.Documents[0]
+	file := filepath.Join(dir, "doc.out")
+	out, err = qhinctl("retrieve", "--link", d.SourceParticipantId+"/"+d.Id, "--out", file, "--purpose", "T-TRTMNT", "--requester-npi", npi)
+	if err != nil || !strings.Contains(out, "verified") {
+		t.Fatalf("phase %q: retrieve: %v\n%s", "retrieve by the name query documents printed", err, out)
+	}
+	if st, err := os.Stat(file); err != nil || st.Size() != d.Size {
+		t.Fatalf("phase %q: %s: %v (want %d bytes)", "retrieve by the name query documents printed", file, err, d.Size)
+	}
+	// A name no query printed is refused by qhinctl, and a made-up opaque
+	// link by the brokers.
+	if out, err := qhinctl("query", "documents", "--link", "p2/p2-999999", "--purpose", "T-TRTMNT", "--requester-npi", npi); err == nil || !strings.Contains(out, "no link of that name") {
+		t.Errorf("phase %q: a name no query printed: %v\n%s", phase, err, out)
+	}
+	if out, err := qhinctl("query", "documents", "--link", strings.Repeat("A", 80), "--purpose", "T-TRTMNT", "--requester-npi", npi); err == nil || !strings.Contains(out, "InvalidArgument: links[0].link") {
+		t.Errorf("phase %q: a made-up link: %v\n%s", phase, err, out)
+	}
+}
+
+// auditOfTheTour reads what the tour left in the ledgers: p2 recorded the
+// documents it listed for p1, every ledger verifies, and the FHIR export is
+// one AuditEvent per line.
+func auditOfTheTour(t *testing.T, qhinctl func(...string) (string, error)) {
+	t.Helper()
+	phase := "audit of the tour"
+	out, err := qhinctl("audit", "list", "--node", "p2", "--action", "documents")
+	if err != nil || !strings.Contains(out, "documents") || !strings.Contains(out, "T-TRTMNT") {
+		t.Fatalf("phase %q: p2's ledger: %v\n%s", phase, err, out)
+	}
+	out, err = qhinctl("audit", "verify", "--node", "b1,b2,b3,p1,p2,p3", "-o", "json")
+	if err != nil || strings.Count(out, `"ok":true`) != 6 {
+		t.Fatalf("phase %q: verify: %v\n%s", phase, err, out)
+	}
+	out, err = qhinctl("audit", "list", "--fhir", "--limit", "5")
+	if err != nil {
+		t.Fatalf("phase %q: FHIR export: %v\n%s", phase, err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var ev struct {
+			ResourceType string `json:"resourceType"`
+		}
+		if err := json.Unmarshal([]byte(line), &ev); err != nil || ev.ResourceType != "AuditEvent" {
+			t.Fatalf("phase %q: FHIR export line %q: %v", phase, line, err)
+		}
+	}
 }

@@ -131,7 +131,7 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 	start("qhin-broker", "--svid-dir", "b2", "--data-dir", "b2-data", "--listen", brokers[1], "--raft-listen", port[4], "--join", brokers[0])
 	start("qhin-broker", "--svid-dir", "b3", "--data-dir", "b3-data", "--listen", brokers[2], "--raft-listen", port[5], "--join", brokers[0])
 	start("qhin-participant", "--svid-dir", "p1", "--data-dir", "p1-data", "--listen", port[6],
-		"--broker", strings.Join(brokers, ","), "--api-listen", port[8], "--linkage-key-file", "linkage.key")
+		"--broker", strings.Join(brokers, ","), "--api-listen", "unix:p1-ehr.sock", "--linkage-key-file", "linkage.key")
 	start("qhin-participant", "--svid-dir", "p2", "--data-dir", "p2-data", "--listen", port[7],
 		"--broker", strings.Join(brokers, ","), "--linkage-key-file", "linkage.key")
 	start("qhin-participant", "--svid-dir", "p3", "--data-dir", "p3-data", "--listen", port[11],
@@ -141,9 +141,12 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "qhinctl.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	runUntil("directory", "register", "p1", "--organization", "Riverside General", "--endpoint", port[6])
-	runUntil("directory", "register", "p2", "--organization", "Lakeview Clinic", "--endpoint", port[7])
-	runUntil("directory", "register", "p3", "--organization", "Northern Valley HIE", "--endpoint", port[11])
+	runUntil("directory", "register", "p1", "--organization", "Riverside General", "--endpoint", port[6],
+		"--initiate-purposes", "all", "--respond-purposes", "all")
+	runUntil("directory", "register", "p2", "--organization", "Lakeview Clinic", "--endpoint", port[7],
+		"--initiate-purposes", "all", "--respond-purposes", "all")
+	runUntil("directory", "register", "p3", "--organization", "Northern Valley HIE", "--endpoint", port[11],
+		"--initiate-purposes", "all", "--respond-purposes", "all")
 	runUntil("locator", "keys", "add", "--key-file", "linkage.key")
 
 	var st qhinv1.StatusResponse
@@ -189,8 +192,9 @@ func TestProcesses_ReadmeWalkthrough(t *testing.T) {
 		t.Fatalf("the README's query as p1 did not find one person at p2 and p3: %s", out)
 	}
 
-	// The same query through p1's EHR relay on loopback.
-	conn, err := grpc.NewClient(port[8], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The same query through p1's EHR API: a unix socket only its owner
+	// may open (the sidecar's user, here the test's).
+	conn, err := grpc.NewClient("unix://"+filepath.Join(dir, "p1-ehr.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -356,11 +356,11 @@ func printDev(w io.Writer, net *e2e.ProcessNetwork, counts []e2e.SeedCounts, exa
 	fmt.Fprintf(w, "  %s directory list\n", self)
 	fmt.Fprintf(w, "  %s cluster status\n", self)
 	if d := example; d != nil {
-		fmt.Fprintf(w, "  %s query patients --given %s --family %s --birth-date %s --gender %s --purpose T-TRTMNT\n",
-			self, shellQuote(d.Given), shellQuote(d.Family), d.BirthDate, d.Gender)
+		fmt.Fprintf(w, "  %s query patients --given %s --family %s --birth-date %s --gender %s --purpose T-TRTMNT --requester-npi %s\n",
+			self, shellQuote(d.Given), shellQuote(d.Family), d.BirthDate, d.Gender, exampleNPI)
 	}
-	fmt.Fprintf(w, "  %s query documents --link p1/PATIENT_ID --purpose T-TRTMNT\n", self)
-	fmt.Fprintf(w, "  %s retrieve --link p1/DOCUMENT_ID --out doc.json --purpose T-TRTMNT\n", self)
+	fmt.Fprintf(w, "  %s query documents --link LINK --purpose T-TRTMNT --requester-npi %s   # a LINK query patients printed\n", self, exampleNPI)
+	fmt.Fprintf(w, "  %s retrieve --link LINK --out doc.json --purpose T-TRTMNT --requester-npi %s   # a LINK query documents printed\n", self, exampleNPI)
 	if len(net.Brokers) > 1 {
 		b := net.Brokers[1]
 		fmt.Fprintf(w, "\nKill a broker and keep querying: kill %d (%s; its pid is also in %s).\n", b.Pid(), b.ID, b.PidFile())
@@ -388,3 +388,8 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// exampleNPI is a National Provider Identifier with a valid check digit (the
+// example of CMS's check-digit description), for the printed example
+// queries: treatment queries name the requesting clinician's NPI.
+const exampleNPI = "1234567893"

@@ -147,10 +147,13 @@ func newDirectoryRegisterCmd(g *globals, update bool) *cobra.Command {
 		Use:   use,
 		Short: short,
 		Example: `  qhinctl directory register p4 --organization "Bayside Clinic" --endpoint 10.0.0.7:7521 \
-    --respond-purposes T-TRTMNT,T-TREAT,T-IAS`,
+    --initiate-purposes T-TRTMNT,T-TREAT --respond-purposes all`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p.Id = args[0]
+			if len(p.InitiatePurposes) == 0 && len(p.RespondPurposes) == 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "qhinctl: %s may neither initiate nor answer any exchange purpose (pass --initiate-purposes and --respond-purposes; all for every purpose)\n", p.Id)
+			}
 			return withOperator(g, cmd, func(conn *client.Conn) error {
 				ctx, cancel := g.callContext(cmd.Context())
 				defer cancel()
@@ -175,8 +178,8 @@ func newDirectoryRegisterCmd(g *globals, update bool) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&p.Organization, "organization", "", "organization name")
 	f.StringVar(&p.Endpoint, "endpoint", "", "host:port of the member's Responder (required)")
-	f.StringSliceVar(&p.InitiatePurposes, "initiate-purposes", nil, "purposes the member may initiate (default all)")
-	f.StringSliceVar(&p.RespondPurposes, "respond-purposes", nil, "purposes the member answers (default all)")
+	f.StringSliceVar(&p.InitiatePurposes, "initiate-purposes", nil, "purposes the member may initiate, or all (none when absent)")
+	f.StringSliceVar(&p.RespondPurposes, "respond-purposes", nil, "purposes the member answers, or all (none when absent)")
 	f.StringVar(&p.HomeCommunityId, "home-community-id", "", "IHE home community id (urn:oid:…)")
 	return cmd
 }

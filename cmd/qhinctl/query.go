@@ -24,7 +24,7 @@ type queryFlags struct {
 	purpose                 string
 	as                      string
 	reqID, reqName, reqRole string
-	reqOrg                  string
+	reqOrg, reqNPI          string
 }
 
 func (q *queryFlags) add(cmd *cobra.Command) {
@@ -38,11 +38,12 @@ func (q *queryFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&q.reqName, "requester-name", "", "end user's name")
 	cmd.Flags().StringVar(&q.reqRole, "requester-role", "", "end user's role, e.g. physician")
 	cmd.Flags().StringVar(&q.reqOrg, "requester-org", "", "end user's organization")
+	cmd.Flags().StringVar(&q.reqNPI, "requester-npi", "", "end user's National Provider Identifier (10 digits; required for T-TRTMNT)")
 	cmd.MarkFlagRequired("purpose")
 }
 
 func (q *queryFlags) requester() *qhinv1.Requester {
-	return &qhinv1.Requester{Id: q.reqID, Name: q.reqName, Role: q.reqRole, Organization: q.reqOrg}
+	return &qhinv1.Requester{Id: q.reqID, Name: q.reqName, Role: q.reqRole, Organization: q.reqOrg, Npi: q.reqNPI}
 }
 
 func newQueryCmd(g *globals) *cobra.Command {
@@ -89,6 +90,18 @@ func newQueryPatientsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			book, err := g.linkBook(q.as)
+			if err != nil {
+				return err
+			}
+			for _, p := range resp.Persons {
+				for _, l := range p.Links {
+					book.add(l.ParticipantId+"/"+l.PatientId, l.Link)
+				}
+			}
+			if err := book.save(); err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "qhinctl: could not remember the links for the next command: %v\n", err)
+			}
 			return g.print(cmd.OutOrStdout(), resp, func(t *table) {
 				t.line("query %s: %d person(s)", resp.QueryId, len(resp.Persons))
 				t.row("PERSON", "LINK", "SCORE", "NAME", "BIRTH DATE", "GENDER", "POSTAL CODE")
@@ -127,15 +140,6 @@ func printResponders(t *table, rs []*qhinv1.ResponderStatus) {
 	}
 }
 
-// parseLink parses participant/id.
-func parseLink(s string) (participant, id string, err error) {
-	participant, id, ok := strings.Cut(s, "/")
-	if !ok || participant == "" || id == "" {
-		return "", "", fmt.Errorf("--link %q: want PARTICIPANT/ID, e.g. p1/p1-000042", s)
-	}
-	return participant, id, nil
-}
-
 func parseDate(flag, s string) (*timestamppb.Timestamp, error) {
 	if s == "" {
 		return nil, nil
@@ -161,16 +165,19 @@ func newQueryDocumentsCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req := &qhinv1.QueryDocumentsRequest{PurposeOfUse: q.purpose, Requester: q.requester(), TypeCodes: types}
 			if len(links) == 0 {
-				return errors.New("--link: at least one PARTICIPANT/PATIENT_ID is required")
+				return errors.New("--link: at least one link is required (PARTICIPANT/PATIENT_ID as query patients printed it, or an opaque link)")
+			}
+			book, err := g.linkBook(q.as)
+			if err != nil {
+				return err
 			}
 			for _, l := range links {
-				p, id, err := parseLink(l)
+				link, err := book.resolve("link", l)
 				if err != nil {
 					return err
 				}
-				req.Links = append(req.Links, &qhinv1.PatientLink{ParticipantId: p, PatientId: id})
+				req.Links = append(req.Links, &qhinv1.PatientLink{Link: link})
 			}
-			var err error
 			if req.Since, err = parseDate("since", since); err != nil {
 				return err
 			}
@@ -187,6 +194,12 @@ func newQueryDocumentsCmd(g *globals) *cobra.Command {
 			resp, err := conn.Gateway().QueryDocuments(ctx, req)
 			if err != nil {
 				return err
+			}
+			for _, d := range resp.Documents {
+				book.add(d.SourceParticipantId+"/"+d.Id, d.Link)
+			}
+			if err := book.save(); err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "qhinctl: could not remember the links for the next command: %v\n", err)
 			}
 			return g.print(cmd.OutOrStdout(), resp, func(t *table) {
 				t.line("query %s: %d document(s)", resp.QueryId, len(resp.Documents))
@@ -218,7 +231,11 @@ func newRetrieveCmd(g *globals) *cobra.Command {
 		Example: `  qhinctl retrieve --link p1/p1-000042-doc-1 --out note.json --purpose T-TRTMNT`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			p, id, err := parseLink(link)
+			book, err := g.linkBook(q.as)
+			if err != nil {
+				return err
+			}
+			opaque, err := book.resolve("link", link)
 			if err != nil {
 				return err
 			}
@@ -234,7 +251,7 @@ func newRetrieveCmd(g *globals) *cobra.Command {
 			defer cancel()
 			stream, err := conn.Gateway().RetrieveDocument(ctx, &qhinv1.RetrieveDocumentRequest{
 				PurposeOfUse: q.purpose, Requester: q.requester(),
-				Link: &qhinv1.DocumentLink{ParticipantId: p, DocumentId: id},
+				Link: &qhinv1.DocumentLink{Link: opaque},
 			})
 			if err != nil {
 				return err
@@ -272,7 +289,7 @@ func newRetrieveCmd(g *globals) *cobra.Command {
 			}
 			sum := hex.EncodeToString(h.Sum(nil))
 			if sum != header.Sha256 || n != header.Size {
-				return fmt.Errorf("document %s is corrupt: got %d bytes with sha256 %s, header says %d bytes with %s", id, n, sum, header.Size, header.Sha256)
+				return fmt.Errorf("document %s/%s is corrupt: got %d bytes with sha256 %s, header says %d bytes with %s", header.SourceParticipantId, header.Id, n, sum, header.Size, header.Sha256)
 			}
 			if err := tmp.Close(); err != nil {
 				return err

@@ -71,6 +71,7 @@ func newRoot() *cobra.Command {
 		newBenchCmd(g),
 		newMatchCmd(g),
 		newLocatorCmd(g),
+		newAuditCmd(g),
 	)
 	return root
 }
