@@ -30,7 +30,8 @@ func run() error {
 	var cfg participant.Config
 	listen := flag.String("listen", "127.0.0.1:7421", "Responder listen address (brokers call it)")
 	flag.StringVar(&cfg.DataDir, "data-dir", "qhin-participant-data", "directory of the record store")
-	svidDir := flag.String("svid-dir", "", "directory with svid.pem, svid.key and bundle.pem (required)")
+	var ident cli.Identity
+	ident.AddFlags(flag.CommandLine)
 	brokers := flag.StringSlice("broker", nil, "broker gRPC address(es) for the member's own queries")
 	apiListen := flag.String("api-listen", "", "loopback address where the member's EHR sends Gateway queries (off when empty)")
 	flag.DurationVar(&cfg.Delay, "inject-latency", 0, "hold every answer back this long (benchmarks only)")
@@ -53,13 +54,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if *svidDir == "" {
-		return fmt.Errorf("--svid-dir is required")
-	}
-	src, err := pki.LoadDir(*svidDir)
+	src, closeSource, err := ident.Open(context.Background(), "")
 	if err != nil {
 		return err
 	}
+	defer closeSource.Close()
 	cfg.Source, cfg.Logger = src, log
 	if cfg.Listener, err = net.Listen("tcp", *listen); err != nil {
 		return err
