@@ -194,6 +194,10 @@ func prepare(opts Options) (*Network, error) {
 	for i := 1; i <= opts.Brokers; i++ {
 		id := "b" + strconv.Itoa(i)
 		dir := filepath.Join(opts.Dir, "brokers", id)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			n.Close()
+			return nil, err
+		}
 		src, err := n.svid(filepath.Join(dir, "svid"), pki.RoleBroker, id)
 		if err != nil {
 			n.Close()
@@ -207,6 +211,10 @@ func prepare(opts Options) (*Network, error) {
 	for j := 1; j <= opts.Participants; j++ {
 		id := "p" + strconv.Itoa(j)
 		dir := filepath.Join(opts.Dir, "participants", id)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			n.Close()
+			return nil, err
+		}
 		src, err := n.svid(filepath.Join(dir, "svid"), pki.RoleParticipant, id)
 		if err != nil {
 			n.Close()
