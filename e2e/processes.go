@@ -46,6 +46,11 @@ type ProcessOptions struct {
 	// SVIDTTL is the lifetime of the SVIDs the network's Workload API hands
 	// the nodes (pki.DefaultWorkloadSVIDTTL when zero).
 	SVIDTTL time.Duration
+	// WorkloadAPI, when set, is an outside Workload API (a SPIRE agent)
+	// every node takes its SVID from, instead of the network's own; Operator
+	// is then the operator's identity.
+	WorkloadAPI string
+	Operator    pki.Source
 	// Output receives every node's standard output and error. Pass a file
 	// (the nodes then write to it directly, and keep doing so if this
 	// process dies) or nil to discard them.
@@ -124,12 +129,19 @@ func PrepareProcesses(opts ProcessOptions) (*ProcessNetwork, error) {
 	// the SPIFFE ID it takes (--spiffe-id).
 	layout, err := prepare(Options{Dir: opts.Dir, TrustDomain: opts.TrustDomain, Brokers: opts.Brokers,
 		Participants: opts.Participants, BasePort: opts.BasePort, Logger: opts.Logger,
-		WorkloadAPI: true, SVIDTTL: opts.SVIDTTL})
+		WorkloadAPI: opts.WorkloadAPI == "", SVIDTTL: opts.SVIDTTL})
 	if err != nil {
 		return nil, err
 	}
+	api := opts.WorkloadAPI
+	if api == "" {
+		api = layout.Issuer.Addr()
+	} else {
+		layout.operator = opts.Operator
+	}
 	identity := func(role pki.Role, name string) []string {
-		return []string{"--workload-api", layout.Issuer.Addr(), "--spiffe-id", pki.MustIdentity(layout.td, role, name).ID.String()}
+		return []string{"--workload-api", api, "--spiffe-id", pki.MustIdentity(layout.td, role, name).ID.String(),
+			"--workload-api-timeout", "2m"}
 	}
 	n := &ProcessNetwork{opts: opts, layout: layout, log: opts.Logger}
 	common := append([]string{"--log-json"}, opts.NodeArgs...)
