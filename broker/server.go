@@ -81,6 +81,9 @@ type Config struct {
 	// VerifyInterval is how often the broker reads its state back and
 	// compares it with the leader's; cluster.DefaultVerifyInterval when zero.
 	VerifyInterval time.Duration
+	// RaftConnMaxAge bounds the reuse of a Raft connection, so that rotated
+	// certificates reach Raft; cluster.DefaultRaftConnMaxAge when zero.
+	RaftConnMaxAge time.Duration
 
 	// MetricsListener, when set, serves Prometheus metrics at /metrics.
 	MetricsListener net.Listener
@@ -182,6 +185,7 @@ func New(cfg Config) (*Server, error) {
 		ElectionTimeout:    cfg.ElectionTimeout,
 		LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
 		VerifyInterval:     cfg.VerifyInterval,
+		RaftConnMaxAge:     cfg.RaftConnMaxAge,
 		Logger:             log,
 		RaftLogLevel:       cfg.RaftLogLevel,
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -12,7 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -79,6 +82,18 @@ type Options struct {
 	// NoAudit runs every node without an audit ledger (benchmarks that
 	// measure what the ledgers cost).
 	NoAudit bool
+	// WorkloadAPI gives every node its SVID through the network's own SPIFFE
+	// Workload API (a pki.Issuer on a Unix socket) instead of SVID files:
+	// each node takes its own SVID from the same socket by SPIFFE ID.
+	// SVIDTTL is their lifetime (pki.DefaultWorkloadSVIDTTL when zero); the
+	// issuer renews each at half of it. CAPropagation is how long a new CA
+	// is in the bundle before it signs (pki.DefaultPropagation when zero).
+	WorkloadAPI   bool
+	SVIDTTL       time.Duration
+	CAPropagation time.Duration
+	// RaftConnMaxAge bounds the reuse of the brokers' Raft connections
+	// (cluster.DefaultRaftConnMaxAge when zero).
+	RaftConnMaxAge time.Duration
 
 	// Logger receives every node's log, hashicorp/raft's included.
 	Logger *slog.Logger
@@ -122,6 +137,10 @@ type Network struct {
 	Participants []*ParticipantNode
 	operator     pki.Source
 	log          *slog.Logger
+	// Issuer is the network's Workload API (Options.WorkloadAPI), nil
+	// otherwise.
+	Issuer  *pki.Issuer
+	closers []io.Closer
 
 	mu sync.Mutex
 }
@@ -264,15 +283,26 @@ func prepare(opts Options) (*Network, error) {
 	if err := n.loadOrCreateCA(); err != nil {
 		return nil, err
 	}
+	if opts.WorkloadAPI {
+		if err := n.startIssuer(); err != nil {
+			return nil, err
+		}
+	}
 	n.operator, err = n.svid(filepath.Join(opts.Dir, "operator"), pki.RoleOperator, OperatorName)
 	if err != nil {
+		n.Close()
 		return nil, err
 	}
 	for i := 1; i <= opts.Brokers; i++ {
 		id := "b" + strconv.Itoa(i)
 		dir := filepath.Join(opts.Dir, "brokers", id)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			n.Close()
+			return nil, err
+		}
 		src, err := n.svid(filepath.Join(dir, "svid"), pki.RoleBroker, id)
 		if err != nil {
+			n.Close()
 			return nil, err
 		}
 		n.Brokers = append(n.Brokers, &BrokerNode{
@@ -283,8 +313,13 @@ func prepare(opts Options) (*Network, error) {
 	for j := 1; j <= opts.Participants; j++ {
 		id := "p" + strconv.Itoa(j)
 		dir := filepath.Join(opts.Dir, "participants", id)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			n.Close()
+			return nil, err
+		}
 		src, err := n.svid(filepath.Join(dir, "svid"), pki.RoleParticipant, id)
 		if err != nil {
+			n.Close()
 			return nil, err
 		}
 		n.Participants = append(n.Participants, &ParticipantNode{ID: id, Dir: dir, source: src, Addr: n.addr(20 + j), MetricsAddr: n.addr(40 + j)})
@@ -321,10 +356,70 @@ func (n *Network) loadOrCreateCA() error {
 	return nil
 }
 
+// startIssuer starts the network's Workload API: an SVID for the operator
+// and every node, handed to this uid. The operator's and the participants'
+// SVIDs are also kept as files (DIR/operator, DIR/participants/pN/svid), for
+// qhinctl.
+func (n *Network) startIssuer() error {
+	var ws []pki.Workload
+	add := func(role pki.Role, name, dir string) {
+		w := pki.Workload{ID: pki.MustIdentity(n.td, role, name).ID, UID: uint32(os.Getuid()), Dir: dir}
+		if role != pki.RoleOperator {
+			w.Hosts = []string{"localhost", "127.0.0.1"}
+		}
+		ws = append(ws, w)
+	}
+	add(pki.RoleOperator, OperatorName, filepath.Join(n.opts.Dir, "operator"))
+	for i := 1; i <= n.opts.Brokers+4; i++ {
+		// A few more brokers than start, for tests that add some.
+		add(pki.RoleBroker, "b"+strconv.Itoa(i), "")
+	}
+	for j := 1; j <= n.opts.Participants; j++ {
+		id := "p" + strconv.Itoa(j)
+		add(pki.RoleParticipant, id, filepath.Join(n.opts.Dir, "participants", id, "svid"))
+	}
+	socket := filepath.Join(n.opts.Dir, "issuer.sock")
+	if len(socket) > 100 {
+		dir, err := os.MkdirTemp("", "qhin-issuer")
+		if err != nil {
+			return err
+		}
+		socket = filepath.Join(dir, "api.sock")
+	}
+	is, err := pki.StartIssuer(pki.IssuerConfig{
+		CADir: filepath.Join(n.opts.Dir, "ca"), Socket: socket, SVIDTTL: n.opts.SVIDTTL, Workloads: ws,
+		Propagation: n.opts.CAPropagation, Logger: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	n.Issuer = is
+	n.closers = append(n.closers, is)
+	return nil
+}
+
+// Close releases the network's Workload API and the nodes' streams to it;
+// Stop calls it.
+func (n *Network) Close() {
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		n.closers[i].Close()
+	}
+	n.closers = nil
+}
+
 // svid loads the SVID in dir, issuing a new one when it is missing or
 // expires within a day. Nodes' SVIDs also name localhost and 127.0.0.1, so
-// that grpcurl with the CA certificate reaches them.
+// that grpcurl with the CA certificate reaches them. With a Workload API,
+// the operator's SVID comes from the issuer and a node's from its own
+// stream to the socket, opened when it starts.
 func (n *Network) svid(dir string, role pki.Role, name string) (pki.Source, error) {
+	if n.Issuer != nil {
+		id := pki.MustIdentity(n.td, role, name).ID
+		if role == pki.RoleOperator {
+			return n.Issuer.Source(id), nil
+		}
+		return &lazyWorkloadSource{n: n, id: id}, nil
+	}
 	if src, err := pki.LoadDir(dir); err == nil {
 		svid, _ := src.GetX509SVID()
 		if time.Until(svid.Certificates[0].NotAfter) > 24*time.Hour && svid.ID.TrustDomain() == n.td &&
@@ -396,7 +491,13 @@ func (n *Network) StartBroker(i int) error {
 		SnapshotInterval:  n.opts.SnapshotInterval,
 		TrailingLogs:      n.opts.TrailingLogs,
 		Routing:           n.opts.Routing,
+		RaftConnMaxAge:    n.opts.RaftConnMaxAge,
 		Logger:            n.log,
+	}
+	if err := openSource(b.source); err != nil {
+		gl.Close()
+		rl.Close()
+		return fmt.Errorf("broker %s: %w", b.ID, err)
 	}
 	if i > 0 && !b.NoJoin {
 		for _, other := range n.Brokers {
@@ -469,6 +570,10 @@ func (n *Network) StartParticipant(j int) error {
 		return fmt.Errorf("participant %s: listen: %w", p.ID, err)
 	}
 	p.Addr = l.Addr().String()
+	if err := openSource(p.source); err != nil {
+		l.Close()
+		return fmt.Errorf("participant %s: %w", p.ID, err)
+	}
 	var ml net.Listener
 	if n.opts.Metrics {
 		if ml, err = net.Listen("tcp", p.MetricsAddr); err != nil {
@@ -669,4 +774,63 @@ func (n *Network) Stop(ctx context.Context) {
 	for i := range n.Brokers {
 		n.StopBroker(ctx, i)
 	}
+	n.Close()
+}
+
+// lazyWorkloadSource is a node's stream to the network's Workload API,
+// opened when the node first starts, as a node process opens it with
+// --workload-api and --spiffe-id.
+type lazyWorkloadSource struct {
+	n  *Network
+	id spiffeid.ID
+
+	mu  sync.Mutex
+	src *pki.WorkloadSource
+}
+
+func openSource(src pki.Source) error {
+	if l, ok := src.(*lazyWorkloadSource); ok {
+		return l.open()
+	}
+	return nil
+}
+
+func (l *lazyWorkloadSource) open() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.src != nil {
+		return nil
+	}
+	src, err := pki.OpenWorkloadAPI(context.Background(), pki.WorkloadOptions{Addr: l.n.Issuer.Addr(), ID: l.id, Timeout: 30 * time.Second})
+	if err != nil {
+		return err
+	}
+	l.src = src
+	l.n.closers = append(l.n.closers, src)
+	return nil
+}
+
+func (l *lazyWorkloadSource) get() (*pki.WorkloadSource, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.src == nil {
+		return nil, fmt.Errorf("%s: not started", l.id)
+	}
+	return l.src, nil
+}
+
+func (l *lazyWorkloadSource) GetX509SVID() (*x509svid.SVID, error) {
+	src, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return src.GetX509SVID()
+}
+
+func (l *lazyWorkloadSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	src, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return src.GetX509BundleForTrustDomain(td)
 }

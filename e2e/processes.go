@@ -50,6 +50,14 @@ type ProcessOptions struct {
 	// participant publishes its tokens under it, and Start adds its id to
 	// the brokers.
 	LinkageKeyFile string
+	// SVIDTTL is the lifetime of the SVIDs the network's Workload API hands
+	// the nodes (pki.DefaultWorkloadSVIDTTL when zero).
+	SVIDTTL time.Duration
+	// WorkloadAPI, when set, is an outside Workload API (a SPIRE agent)
+	// every node takes its SVID from, instead of the network's own; Operator
+	// is then the operator's identity.
+	WorkloadAPI string
+	Operator    pki.Source
 	// Output receives every node's standard output and error. Pass a file
 	// (the nodes then write to it directly, and keep doing so if this
 	// process dies) or nil to discard them.
@@ -123,22 +131,35 @@ func PrepareProcesses(opts ProcessOptions) (*ProcessNetwork, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Every node takes its SVID from the network's Workload API, which
+	// runs in this process: the nodes share this user's uid, so each names
+	// the SPIFFE ID it takes (--spiffe-id).
 	layout, err := prepare(Options{Dir: opts.Dir, TrustDomain: opts.TrustDomain, Brokers: opts.Brokers,
-		Participants: opts.Participants, BasePort: opts.BasePort, Logger: opts.Logger})
+		Participants: opts.Participants, BasePort: opts.BasePort, Logger: opts.Logger,
+		WorkloadAPI: opts.WorkloadAPI == "", SVIDTTL: opts.SVIDTTL})
 	if err != nil {
 		return nil, err
+	}
+	api := opts.WorkloadAPI
+	if api == "" {
+		api = layout.Issuer.Addr()
+	} else {
+		layout.operator = opts.Operator
+	}
+	identity := func(role pki.Role, name string) []string {
+		return []string{"--workload-api", api, "--spiffe-id", pki.MustIdentity(layout.td, role, name).ID.String(),
+			"--workload-api-timeout", "2m"}
 	}
 	n := &ProcessNetwork{opts: opts, layout: layout, log: opts.Logger}
 	common := append([]string{"--log-json"}, opts.NodeArgs...)
 	for i, b := range layout.Brokers {
-		args := []string{
+		args := append(identity(pki.RoleBroker, b.ID),
 			"--node-id", b.ID,
-			"--svid-dir", filepath.Join(b.Dir, "svid"),
 			"--data-dir", filepath.Join(b.Dir, "data"),
 			"--listen", b.GRPCAddr,
 			"--raft-listen", b.RaftAddr,
 			"--metrics-listen", b.MetricsAddr,
-		}
+		)
 		// The first broker bootstraps a new cluster, the others join it; a
 		// broker that holds state already ignores both.
 		if i == 0 {
@@ -159,12 +180,11 @@ func PrepareProcesses(opts ProcessOptions) (*ProcessNetwork, error) {
 		})
 	}
 	for _, p := range layout.Participants {
-		args := []string{
-			"--svid-dir", filepath.Join(p.Dir, "svid"),
+		args := append(identity(pki.RoleParticipant, p.ID),
 			"--data-dir", filepath.Join(p.Dir, "data"),
 			"--listen", p.Addr,
 			"--metrics-listen", p.MetricsAddr,
-		}
+		)
 		if opts.LinkageKeyFile != "" {
 			args = append(args, "--broker", strings.Join(n.BrokerAddrs(), ","), "--linkage-key-file", opts.LinkageKeyFile)
 		}
@@ -175,6 +195,7 @@ func PrepareProcesses(opts ProcessOptions) (*ProcessNetwork, error) {
 	}
 	for _, p := range n.nodes() {
 		if err := checkLeftover(p); err != nil {
+			layout.Close()
 			return nil, err
 		}
 	}
@@ -464,12 +485,17 @@ func (n *ProcessNetwork) Stop(ctx context.Context) {
 	n.Close()
 }
 
-// Close releases what PrepareProcesses holds; it stops no node.
+// Close releases what PrepareProcesses holds, the Workload API included;
+// it stops no node.
 func (n *ProcessNetwork) Close() {
 	if n.stopSpawner != nil {
 		n.stopSpawner()
 	}
+	n.layout.Close()
 }
+
+// Issuer returns the network's Workload API.
+func (n *ProcessNetwork) Issuer() *pki.Issuer { return n.layout.Issuer }
 
 // signal sends sig to p's process, if it runs, marking it as stopped on
 // purpose.

@@ -159,67 +159,76 @@ func (ca *CA) IssueIdentity(role Role, name string, ttl time.Duration, hosts ...
 
 // Save writes the CA certificate, its key (mode 0600) and the bundle to dir.
 func (ca *CA) Save(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := ca.saveFiles(dir, CACertFile, CAKeyFile); err != nil {
 		return fmt.Errorf("save CA: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(ca.key)
-	if err != nil {
-		return fmt.Errorf("save CA: marshal key: %w", err)
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
-	if err := writeFileAtomic(filepath.Join(dir, CAKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return fmt.Errorf("save CA: %w", err)
-	}
-	if err := writeFileAtomic(filepath.Join(dir, CACertFile), certPEM, 0o644); err != nil {
-		return fmt.Errorf("save CA: %w", err)
-	}
 	if err := writeFileAtomic(filepath.Join(dir, BundleFile), certPEM, 0o644); err != nil {
 		return fmt.Errorf("save CA: %w", err)
 	}
 	return nil
 }
 
+// saveFiles writes the key (mode 0600), then the certificate.
+func (ca *CA) saveFiles(dir, certFile, keyFile string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(ca.key)
+	if err != nil {
+		return fmt.Errorf("marshal key: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, keyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, certFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o644)
+}
+
 // LoadCA reads a CA written by Save. The trust domain comes from the CA
 // certificate's URI SAN.
 func LoadCA(dir string) (*CA, error) {
-	certPEM, err := os.ReadFile(filepath.Join(dir, CACertFile))
+	return loadCAFiles(dir, CACertFile, CAKeyFile)
+}
+
+func loadCAFiles(dir, certFile, keyFile string) (*CA, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, certFile))
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, CAKeyFile))
+	keyPEM, err := os.ReadFile(filepath.Join(dir, keyFile))
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)
 	}
 	cb, _ := pem.Decode(certPEM)
 	if cb == nil || cb.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("load CA: %s: no certificate", CACertFile)
+		return nil, fmt.Errorf("load CA: %s: no certificate", certFile)
 	}
 	cert, err := x509.ParseCertificate(cb.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("load CA: %s: %w", CACertFile, err)
+		return nil, fmt.Errorf("load CA: %s: %w", certFile, err)
 	}
 	if !cert.IsCA || len(cert.URIs) != 1 {
-		return nil, fmt.Errorf("load CA: %s: not an OpenQHIN CA certificate", CACertFile)
+		return nil, fmt.Errorf("load CA: %s: not an OpenQHIN CA certificate", certFile)
 	}
 	td, err := spiffeid.TrustDomainFromURI(cert.URIs[0])
 	if err != nil {
-		return nil, fmt.Errorf("load CA: %s: trust domain: %w", CACertFile, err)
+		return nil, fmt.Errorf("load CA: %s: trust domain: %w", certFile, err)
 	}
 	kb, _ := pem.Decode(keyPEM)
 	if kb == nil {
-		return nil, fmt.Errorf("load CA: %s: no private key", CAKeyFile)
+		return nil, fmt.Errorf("load CA: %s: no private key", keyFile)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("load CA: %s: %w", CAKeyFile, err)
+		return nil, fmt.Errorf("load CA: %s: %w", keyFile, err)
 	}
 	signer, ok := k.(crypto.Signer)
 	if !ok {
-		return nil, fmt.Errorf("load CA: %s: key cannot sign", CAKeyFile)
+		return nil, fmt.Errorf("load CA: %s: key cannot sign", keyFile)
 	}
 	pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("load CA: %s does not belong to %s", CAKeyFile, CACertFile)
+		return nil, fmt.Errorf("load CA: %s does not belong to %s", keyFile, certFile)
 	}
 	return &CA{td: td, cert: cert, key: signer}, nil
 }

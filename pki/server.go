@@ -2,11 +2,16 @@ package pki
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"runtime"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 )
@@ -72,7 +77,7 @@ func (c ServerConfig) ServerOptions() ([]grpc.ServerOption, error) {
 	u := append([]grpc.UnaryServerInterceptor{logUnary(log, c.Observe), c.Policy.UnaryInterceptor(), defaultDeadline(timeout)}, c.Unary...)
 	s := append([]grpc.StreamServerInterceptor{logStream(log, c.Observe), c.Policy.StreamInterceptor()}, c.Stream...)
 	return append([]grpc.ServerOption{
-		grpc.Creds(ServerCredentials(c.Source, AuthorizeRoles(self.ID.TrustDomain(), roles...))),
+		grpc.Creds(logRefusals(ServerCredentials(c.Source, AuthorizeRoles(self.ID.TrustDomain(), roles...)), log)),
 		grpc.ChainUnaryInterceptor(u...),
 		grpc.ChainStreamInterceptor(s...),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
@@ -173,4 +178,57 @@ func GracefulStop(ctx context.Context, s *grpc.Server) {
 		s.Stop()
 		<-done
 	}
+}
+
+// refusalLogRate caps the handshake refusals logged per second; a flood of
+// bad handshakes costs a line a second, not a line each.
+const refusalLogRate = 10
+
+// refusalLogger logs why TLS handshakes were refused (an expired
+// certificate, an unknown authority, a SPIFFE ID that may not connect),
+// at most refusalLogRate a second.
+type refusalLogger struct {
+	credentials.TransportCredentials
+	log *slog.Logger
+
+	mu         sync.Mutex
+	second     time.Time
+	logged     int
+	suppressed int
+}
+
+func logRefusals(c credentials.TransportCredentials, log *slog.Logger) credentials.TransportCredentials {
+	return &refusalLogger{TransportCredentials: c, log: log}
+}
+
+func (r *refusalLogger) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := r.TransportCredentials.ServerHandshake(c)
+	if err != nil {
+		r.refused(c.RemoteAddr(), err)
+	}
+	return conn, info, err
+}
+
+func (r *refusalLogger) refused(remote net.Addr, err error) {
+	r.mu.Lock()
+	now := time.Now()
+	if now.Sub(r.second) >= time.Second {
+		if r.suppressed > 0 {
+			r.log.Warn("refused TLS handshakes not logged", "count", r.suppressed)
+		}
+		r.second, r.logged, r.suppressed = now, 0, 0
+	}
+	r.logged++
+	log := r.logged <= refusalLogRate
+	if !log {
+		r.suppressed++
+	}
+	r.mu.Unlock()
+	if log && !errors.Is(err, io.EOF) {
+		r.log.Warn("refused TLS handshake", "remote", remote.String(), "error", err)
+	}
+}
+
+func (r *refusalLogger) Clone() credentials.TransportCredentials {
+	return &refusalLogger{TransportCredentials: r.TransportCredentials.Clone(), log: r.log}
 }

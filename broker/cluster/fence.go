@@ -162,12 +162,27 @@ type observingTransport struct {
 	pmu             sync.Mutex
 	pipelines       map[*trackedPipeline]struct{}
 	pipelinesClosed bool
+	// pipelineMaxAge ends a pipeline at its first send after this age,
+	// so that its connection is replaced (zero: never).
+	pipelineMaxAge time.Duration
 }
 
 type trackedPipeline struct {
 	raft.AppendPipeline
 	o    *observingTransport
 	once sync.Once
+	// expires is when the pipeline stops taking requests (zero: never);
+	// Raft then replicates with single RPCs, which dial anew, and opens a
+	// new pipeline.
+	expires time.Time
+}
+
+// AppendEntries implements raft.AppendPipeline.
+func (p *trackedPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	if !p.expires.IsZero() && time.Now().After(p.expires) {
+		return nil, errConnAged
+	}
+	return p.AppendPipeline.AppendEntries(args, resp)
 }
 
 func (p *trackedPipeline) Close() error {
@@ -190,6 +205,9 @@ func (o *observingTransport) AppendEntriesPipeline(id raft.ServerID, target raft
 		return nil, err
 	}
 	t := &trackedPipeline{AppendPipeline: p, o: o}
+	if o.pipelineMaxAge > 0 {
+		t.expires = time.Now().Add(o.pipelineMaxAge)
+	}
 	o.pmu.Lock()
 	defer o.pmu.Unlock()
 	if o.pipelines == nil && o.pipelinesClosed {

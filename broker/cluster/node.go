@@ -87,6 +87,9 @@ type Config struct {
 	LeaderLeaseTimeout time.Duration
 	// VerifyInterval: DefaultVerifyInterval when zero.
 	VerifyInterval time.Duration
+	// RaftConnMaxAge bounds the reuse of a Raft connection
+	// (DefaultRaftConnMaxAge when zero).
+	RaftConnMaxAge time.Duration
 
 	// Logger receives the node's log and hashicorp/raft's, which is
 	// filtered at RaftLogLevel (trace, debug, info, warn — the default —,
@@ -162,6 +165,7 @@ func Open(cfg Config) (*Node, error) {
 	cfg.ElectionTimeout = orDefaultDur(cfg.ElectionTimeout, DefaultElectionTimeout)
 	cfg.LeaderLeaseTimeout = orDefaultDur(cfg.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout)
 	cfg.VerifyInterval = orDefaultDur(cfg.VerifyInterval, DefaultVerifyInterval)
+	cfg.RaftConnMaxAge = orDefaultDur(cfg.RaftConnMaxAge, DefaultRaftConnMaxAge)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -255,6 +259,9 @@ func Open(cfg Config) (*Node, error) {
 	n.raft, err = raft.NewRaft(rc, n.fsm, cached, n.bolt, snaps, n.trans)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	if n.stream != nil {
+		n.stream.watch(func() []raft.Server { return n.raft.GetConfiguration().Configuration().Servers })
 	}
 	if !rc.NoSnapshotRestoreOnStart && n.fsm.AppliedIndex() < snapIndex {
 		// Raft restored the snapshot (NewRaft does it before it returns),
@@ -379,7 +386,7 @@ func (n *Node) openTransport(hlog hclog.Logger) error {
 		}
 		brokersOnly := pki.AuthorizeRoles(n.cfg.TrustDomain, pki.RoleBroker)
 		n.stream = newTLSStreamLayer(n.cfg.RaftListener, advertise,
-			pki.ServerTLS(n.cfg.Source, brokersOnly), pki.ClientTLS(n.cfg.Source, brokersOnly), n.log)
+			pki.ServerTLS(n.cfg.Source, brokersOnly), pki.ClientTLS(n.cfg.Source, brokersOnly), n.cfg.RaftConnMaxAge, n.log)
 		n.inner = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream:  n.stream,
 			MaxPool: 3,
@@ -388,6 +395,7 @@ func (n *Node) openTransport(hlog hclog.Logger) error {
 		})
 	}
 	n.trans = newObservingTransport(n.inner, n.fence)
+	n.trans.pipelineMaxAge = n.cfg.RaftConnMaxAge
 	return nil
 }
 

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -51,6 +52,11 @@ func hclogToSlog(l hclog.Level) (slog.Level, bool) {
 
 func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	lvl, ok := hclogToSlog(level)
+	if agedPipeline(args) {
+		// A pipeline replaced because its connection is old is routine,
+		// not the error Raft reports for any failed pipeline.
+		lvl = slog.LevelDebug
+	}
 	if !ok || lvl < a.level.Level() {
 		return
 	}
@@ -59,6 +65,15 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 		return
 	}
 	a.l.Log(ctx, lvl, msg, append(flatten(args), a.args...)...)
+}
+
+func agedPipeline(args []any) bool {
+	for _, a := range args {
+		if err, ok := a.(error); ok && errors.Is(err, errConnAged) {
+			return true
+		}
+	}
+	return false
 }
 
 // flatten renders hclog's value types (hclog.Fmt, hclog.Hex, …) and

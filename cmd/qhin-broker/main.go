@@ -12,7 +12,6 @@ import (
 
 	"github.com/openqhin/openqhin/broker"
 	"github.com/openqhin/openqhin/cmd/internal/cli"
-	"github.com/openqhin/openqhin/pki"
 )
 
 func main() {
@@ -30,7 +29,8 @@ func run() error {
 	flag.StringVar(&cfg.RaftAdvertise, "raft-advertise", "", "Raft address peers reach this broker at (default: --raft-listen)")
 	flag.StringVar(&cfg.NodeID, "node-id", "", "node id (default: the name in the SVID)")
 	flag.StringVar(&cfg.DataDir, "data-dir", "qhin-broker-data", "directory for the Raft log, snapshots and state")
-	svidDir := flag.String("svid-dir", "", "directory with svid.pem, svid.key and bundle.pem (required)")
+	var ident cli.Identity
+	ident.AddFlags(flag.CommandLine)
 	flag.BoolVar(&cfg.Bootstrap, "bootstrap", false, "start a new cluster with this node as its first member")
 	flag.StringSliceVar(&cfg.Join, "join", nil, "gRPC address(es) of cluster members to join through")
 	flag.DurationVar(&cfg.ResponderTimeout, "responder-timeout", broker.DefaultResponderTimeout, "deadline of each member's answer")
@@ -73,12 +73,16 @@ func run() error {
 	if cfg.Routing, err = broker.ParseRouting(*routing); err != nil {
 		return fmt.Errorf("--routing: %w", err)
 	}
-	if *svidDir == "" {
-		return fmt.Errorf("--svid-dir is required")
+	var path string
+	if cfg.NodeID != "" {
+		path = "/broker/" + cfg.NodeID
 	}
-	if cfg.Source, err = pki.LoadDir(*svidDir); err != nil {
+	src, closeSource, err := ident.Open(context.Background(), path)
+	if err != nil {
 		return err
 	}
+	defer closeSource.Close()
+	cfg.Source = src
 	if cfg.GRPCListener, err = net.Listen("tcp", *listen); err != nil {
 		return err
 	}

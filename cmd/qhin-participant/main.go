@@ -15,7 +15,6 @@ import (
 	"github.com/openqhin/openqhin/cmd/internal/cli"
 	"github.com/openqhin/openqhin/participant"
 	"github.com/openqhin/openqhin/participant/match"
-	"github.com/openqhin/openqhin/pki"
 )
 
 func main() {
@@ -29,7 +28,8 @@ func run() error {
 	var cfg participant.Config
 	listen := flag.String("listen", "127.0.0.1:7421", "Responder listen address (brokers call it)")
 	flag.StringVar(&cfg.DataDir, "data-dir", "qhin-participant-data", "directory of the record store")
-	svidDir := flag.String("svid-dir", "", "directory with svid.pem, svid.key and bundle.pem (required)")
+	var ident cli.Identity
+	ident.AddFlags(flag.CommandLine)
 	brokers := flag.StringSlice("broker", nil, "broker gRPC address(es) for the member's own queries and its record-locator tokens")
 	keyFile := flag.String("linkage-key-file", "", "the network's linkage key (qhinctl locator keygen): publish the patients' record-locator tokens and add them to the EHR's queries (needs --broker)")
 	apiListen := flag.String("api-listen", "", "the member's local API for its EHR (queries, its audit ledger): unix:PATH, a socket guarded by its file mode, or HOST:PORT with mutual TLS (the member's own SVID); off when empty")
@@ -56,13 +56,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if *svidDir == "" {
-		return fmt.Errorf("--svid-dir is required")
-	}
-	src, err := pki.LoadDir(*svidDir)
+	src, closeSource, err := ident.Open(context.Background(), "")
 	if err != nil {
 		return err
 	}
+	defer closeSource.Close()
 	cfg.Source, cfg.Logger, cfg.AnswerPurposes = src, log, *answers
 	if *keyFile != "" {
 		if len(*brokers) == 0 {

@@ -24,6 +24,7 @@ import (
 	"github.com/openqhin/openqhin/broker/client"
 	"github.com/openqhin/openqhin/cmd/internal/cli"
 	"github.com/openqhin/openqhin/e2e"
+	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
@@ -38,6 +39,7 @@ type devFlags struct {
 	basePort     int
 	logLevel     string
 	routing      string
+	svidTTL      time.Duration
 }
 
 func newDevCmd(g *globals) *cobra.Command {
@@ -45,8 +47,9 @@ func newDevCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a development network, one process per node, until Ctrl-C",
-		Long: `Run a development network on loopback: its own CA, a Raft cluster of brokers
-and participants filled with synthetic patients (or with FHIR bundles from
+		Long: `Run a development network on loopback: its own CA and SPIFFE Workload API
+(DIR/issuer.sock, from which every node takes its SVID, renewed at half of
+--svid-ttl), a Raft cluster of brokers and participants filled with synthetic patients (or with FHIR bundles from
 --seed-fhir DIR/<participant-id>/*.json). Writes DIR/qhinctl.yaml for the
 other qhinctl commands. State stays in DIR: the next start picks it up.
 
@@ -72,6 +75,7 @@ stops every node; if qhinctl itself is killed, Linux stops the nodes too.`,
 	fl.IntVar(&f.basePort, "base-port", 7400, "brokers serve gRPC on base+1…, Raft on base+11…, participants on base+21…, metrics on base+31… and base+41…")
 	fl.StringVar(&f.logLevel, "log-level", "info", "level of DIR/network.log: debug, info, warn or error")
 	fl.StringVar(&f.routing, "routing", string(broker.DefaultRouting), "the brokers' discovery routing: targeted-then-broadcast, targeted-only or broadcast")
+	fl.DurationVar(&f.svidTTL, "svid-ttl", pki.DefaultWorkloadSVIDTTL, "lifetime of the SVIDs the network's Workload API hands the nodes (renewed at half of it)")
 	return cmd
 }
 
@@ -120,7 +124,7 @@ func runDev(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, f de
 	var up atomic.Bool
 	net, err := e2e.PrepareProcesses(e2e.ProcessOptions{
 		Dir: f.dir, TrustDomain: f.trustDomain, Brokers: f.brokers, Participants: f.participants, BasePort: f.basePort,
-		BrokerBin: brokerBin, ParticipantBin: participantBin,
+		BrokerBin: brokerBin, ParticipantBin: participantBin, SVIDTTL: f.svidTTL,
 		NodeArgs:       append([]string{"--log-level", f.logLevel}, tracingArgs...),
 		BrokerArgs:     []string{"--routing", f.routing},
 		LinkageKeyFile: keyPath,
@@ -347,6 +351,8 @@ func printDev(w io.Writer, net *e2e.ProcessNetwork, counts []e2e.SeedCounts, exa
 		}
 	}
 	fmt.Fprintf(w, "\nConfig: %s\nLogs:   %s (every node)\n", cfgPath, logPath)
+	fmt.Fprintf(w, "SVIDs:  from the Workload API at %s, living %v; rotate the CA with: qhinctl pki rotate-ca --overlap 1m\n",
+		net.Issuer().Addr(), f.svidTTL)
 	if k, err := readLinkageKey(filepath.Join(f.dir, "linkage.key")); err == nil {
 		fmt.Fprintf(w, "Record locator: the members publish their patients' tokens under linkage key %s (%s, members only);\n"+
 			"the brokers route discovery %s.\n", k.ID(), filepath.Join(f.dir, "linkage.key"), f.routing)

@@ -26,6 +26,10 @@ type globals struct {
 	timeout     time.Duration
 	tracing     cli.Tracing
 	stopTracing func(context.Context) error
+	// workloadAPI and spiffeID take the caller's identity from a Workload
+	// API instead of the config's SVID directories.
+	workloadAPI string
+	spiffeID    string
 }
 
 func newRoot() *cobra.Command {
@@ -58,6 +62,8 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.config, "config", os.Getenv("QHIN_CONFIG"), "client configuration file (default $QHIN_CONFIG)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "deadline of each call to the network")
+	root.PersistentFlags().StringVar(&g.workloadAPI, "workload-api", "", "take the caller's SVID from this SPIFFE Workload API (unix:///path) instead of the config's svid_dir")
+	root.PersistentFlags().StringVar(&g.spiffeID, "spiffe-id", "", "with --workload-api: the SPIFFE ID to take when the API offers several")
 	root.AddCommand(
 		newDevCmd(g),
 		newStatusCmd(g),
@@ -83,11 +89,25 @@ func (g *globals) loadConfig() (*client.Config, error) {
 	return client.LoadConfig(g.config)
 }
 
+// fromWorkloadAPI returns the caller's identity from --workload-api, or nil
+// when the flag is not given. The source lives as long as the command.
+func (g *globals) fromWorkloadAPI(ctx context.Context, path string) (pki.Source, error) {
+	if g.workloadAPI == "" {
+		return nil, nil
+	}
+	id := cli.Identity{WorkloadAPI: g.workloadAPI, SPIFFEID: g.spiffeID, Timeout: g.timeout}
+	src, _, err := id.Open(ctx, path)
+	return src, err
+}
+
 // operator loads the config and the operator's SVID.
-func (g *globals) operator() (*client.Config, *pki.DirSource, error) {
+func (g *globals) operator() (*client.Config, pki.Source, error) {
 	cfg, err := g.loadConfig()
 	if err != nil {
 		return nil, nil, err
+	}
+	if src, err := g.fromWorkloadAPI(context.Background(), ""); src != nil || err != nil {
+		return cfg, src, err
 	}
 	src, err := cfg.OperatorSource()
 	if err != nil {
@@ -111,7 +131,10 @@ func (g *globals) participantConn(as string) (*client.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, err := cfg.ParticipantSource(as)
+	var src pki.Source
+	if src, err = g.fromWorkloadAPI(context.Background(), ""); src == nil && err == nil {
+		src, err = cfg.ParticipantSource(as)
+	}
 	if err != nil {
 		return nil, err
 	}
