@@ -55,6 +55,10 @@ type Config struct {
 	// Zero fields take the defaults.
 	Limits pki.ServerLimits
 	Fields sizes.Limits
+	// Upstream, when set, answers the brokers instead of the store and
+	// matcher: an existing FHIR server (participant/upstream). Writes to the
+	// store are then refused (ErrUpstream).
+	Upstream Records
 }
 
 // Server is a participant node.
@@ -68,7 +72,11 @@ type Server struct {
 	health    *health.Server
 	telemetry *telemetry.Metrics
 	metrics   *metrics
+	records   Records
 	once      sync.Once
+
+	feedMu sync.Mutex // serializes Apply; guards hooks
+	hooks  []func(context.Context, Change)
 }
 
 // New opens the participant's store, loads its patients into the matcher and
@@ -109,6 +117,10 @@ func New(cfg Config) (*Server, error) {
 	}); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("participant %s: load patients: %w", id.Name, err)
+	}
+	s.records = localRecords{store: st, index: s.index}
+	if cfg.Upstream != nil {
+		s.records = cfg.Upstream
 	}
 	if cfg.TrainMatcher {
 		if err := s.TrainMatcher(context.Background()); err != nil {
@@ -179,23 +191,13 @@ func (s *Server) Kill() {
 
 // PutPatient stores a patient and makes it findable.
 func (s *Server) PutPatient(ctx context.Context, id string, d *qhinv1.Demographics) error {
-	if err := s.store.PutPatient(ctx, id, d); err != nil {
-		return err
-	}
-	s.index.Add(id, match.Normalize(d))
-	return nil
+	return s.Apply(ctx, store.Batch{Patients: []store.Patient{{ID: id, Demographics: d}}})
 }
 
 // PutPatients stores many patients in one transaction and makes them
 // findable.
 func (s *Server) PutPatients(ctx context.Context, ps []store.Patient) error {
-	if err := s.store.PutPatients(ctx, ps); err != nil {
-		return err
-	}
-	for _, p := range ps {
-		s.index.Add(p.ID, match.Normalize(p.Demographics))
-	}
-	return nil
+	return s.Apply(ctx, store.Batch{Patients: ps})
 }
 
 // PutDocument stores a document of a stored patient.
@@ -212,16 +214,7 @@ func (s *Server) PutDocument(ctx context.Context, meta *qhinv1.DocumentMetadata,
 // PutDocuments stores many small documents of stored patients in one
 // transaction.
 func (s *Server) PutDocuments(ctx context.Context, docs []store.NewDocument) error {
-	for i, d := range docs {
-		m := cloneDoc(d.Meta)
-		if m.Patient == nil {
-			m.Patient = &qhinv1.PatientLink{}
-		}
-		m.Patient.ParticipantId = s.id.Name
-		m.SourceParticipantId = s.id.Name
-		docs[i].Meta = m
-	}
-	return s.store.PutDocuments(ctx, docs)
+	return s.Apply(ctx, store.Batch{Documents: docs})
 }
 
 // Counts returns how many patients and documents the participant holds.
