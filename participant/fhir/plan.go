@@ -220,27 +220,54 @@ func (im *Importer) PlanBundle(data []byte) (*Plan, error) {
 var fhirID = regexp.MustCompile(`^[A-Za-z0-9.\-]{1,64}$`)
 
 func mapPatient(e entry) (string, *qhinv1.Demographics, error) {
-	var r patientResource
-	if err := json.Unmarshal(e.raw, &r); err != nil {
-		return "", nil, jsonProblem(fmt.Sprintf("entry[%d] (Patient)", e.index), err)
+	id, d, err := parsePatient(e.raw, fmt.Sprintf("entry[%d] (Patient)", e.index))
+	if err != nil {
+		return "", nil, err
 	}
-	id := r.ID
 	if id == "" {
 		id = strings.TrimPrefix(e.fullURL, "urn:uuid:")
 	}
 	if !fhirID.MatchString(id) {
 		return "", nil, fmt.Errorf("entry[%d]: Patient has no valid id", e.index)
 	}
+	return id, d, nil
+}
+
+// ParsePatient reads a FHIR R4 Patient resource into demographics, and
+// returns its id (empty when it has none; not checked). Errors name the
+// field and the rule, never a value.
+func ParsePatient(raw []byte) (id string, d *qhinv1.Demographics, err error) {
+	var head struct {
+		ResourceType string `json:"resourceType"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return "", nil, jsonProblem("Patient", err)
+	}
+	if head.ResourceType != "Patient" {
+		return "", nil, fmt.Errorf("resourceType: must be Patient")
+	}
+	return parsePatient(raw, "Patient")
+}
+
+// IsID reports whether s has the form of a FHIR resource id.
+func IsID(s string) bool { return fhirID.MatchString(s) }
+
+func parsePatient(raw []byte, where string) (string, *qhinv1.Demographics, error) {
+	var r patientResource
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return "", nil, jsonProblem(where, err)
+	}
+	id := r.ID
 	d := &qhinv1.Demographics{BirthDate: r.BirthDate, Gender: r.Gender}
 	if d.BirthDate != "" {
 		if _, ok := parseDate(d.BirthDate); !ok {
-			return "", nil, fmt.Errorf("entry[%d]: Patient %s: birthDate is not a FHIR date", e.index, id)
+			return "", nil, fmt.Errorf("%s: birthDate is not a FHIR date", where)
 		}
 	}
 	switch d.Gender {
 	case "", "male", "female", "other", "unknown":
 	default:
-		return "", nil, fmt.Errorf("entry[%d]: Patient %s: gender is not a FHIR administrative gender", e.index, id)
+		return "", nil, fmt.Errorf("%s: gender is not a FHIR administrative gender", where)
 	}
 	if n := pickName(r.Name); n != nil {
 		var given []string
