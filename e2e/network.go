@@ -61,6 +61,9 @@ type Options struct {
 	// is zero).
 	Metrics bool
 
+	// FHIR serves a FHIR facade on every participant ([ParticipantNode.FHIRURL]).
+	FHIR bool
+
 	// Logger receives every node's log, hashicorp/raft's included.
 	Logger *slog.Logger
 }
@@ -87,8 +90,15 @@ type ParticipantNode struct {
 	Addr        string
 	MetricsAddr string
 	Server      *participant.Server
-	source      pki.Source
-	served      chan error
+	// Upstream, when set before the participant starts, answers the
+	// network instead of its store (upstream mode).
+	Upstream participant.Records
+	// FHIRURL is the base URL of the participant's FHIR facade, with
+	// Options.FHIR.
+	FHIRURL string
+	fhir    *facadeNode
+	source  pki.Source
+	served  chan error
 }
 
 // Network is a running network.
@@ -378,6 +388,7 @@ func (n *Network) StartParticipant(j int) error {
 		Source:          p.source,
 		Delay:           n.opts.Delay[p.ID],
 		Logger:          n.log,
+		Upstream:        p.Upstream,
 	})
 	if err != nil {
 		l.Close()
@@ -386,6 +397,9 @@ func (n *Network) StartParticipant(j int) error {
 	p.Server = s
 	p.served = make(chan error, 1)
 	go func() { p.served <- s.Serve() }()
+	if n.opts.FHIR {
+		return n.startFacade(p)
+	}
 	return nil
 }
 
@@ -395,6 +409,7 @@ func (n *Network) KillParticipant(j int) {
 	if p.Server == nil {
 		return
 	}
+	p.stopFacade()
 	p.Server.Kill()
 	<-p.served
 	p.Server = nil
@@ -522,6 +537,7 @@ func organization(id string) string {
 func (n *Network) Stop(ctx context.Context) {
 	for _, p := range n.Participants {
 		if p.Server != nil {
+			p.stopFacade()
 			p.Server.Stop(ctx)
 			<-p.served
 			p.Server = nil

@@ -84,7 +84,7 @@ func serverTLS(cfg ListenConfig) (*tls.Config, error) {
 		return nil, errors.New("fhir tls: neither a certificate nor the member's SVID")
 	}
 	tc.MinVersion = tls.VersionTLS12
-	tc.NextProtos = []string{"h2", "http/1.1"}
+	tc.NextProtos = []string{"http/1.1"}
 	if cfg.ClientCAFile != "" {
 		pem, err := os.ReadFile(cfg.ClientCAFile)
 		if err != nil {
