@@ -26,12 +26,13 @@ func (n *Network) startFacade(p *ParticipantNode) error {
 	}
 	f, err := facade.New(facade.Config{
 		ParticipantID: p.ID, TrustDomain: n.td.Name(), Gateway: conn.Gateway(), Local: p.Server, Logger: n.log,
+		Verifier: n.opts.FHIRVerifier,
 	})
 	if err != nil {
 		conn.Close()
 		return err
 	}
-	l, url, err := facade.Listen(facade.ListenConfig{Addr: "127.0.0.1:0", SVID: p.source})
+	l, url, err := facade.Listen(facade.ListenConfig{Addr: "127.0.0.1:0", SVID: p.source, Authenticated: n.opts.FHIRVerifier != nil})
 	if err != nil {
 		conn.Close()
 		return err

@@ -134,7 +134,8 @@ func str(v any) string { s, _ := v.(string); return s }
 // matchEntries returns the entries of a searchset in search mode match.
 func matchEntries(b map[string]any) []any {
 	var out []any
-	for _, e := range path(b, "entry").([]any) {
+	entries, _ := path(b, "entry").([]any)
+	for _, e := range entries {
 		if path(e, "search", "mode") == "match" {
 			out = append(out, e)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/openqhin/openqhin/broker"
 	"github.com/openqhin/openqhin/broker/client"
 	"github.com/openqhin/openqhin/participant"
+	"github.com/openqhin/openqhin/participant/facade"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -61,8 +62,10 @@ type Options struct {
 	// is zero).
 	Metrics bool
 
-	// FHIR serves a FHIR facade on every participant ([ParticipantNode.FHIRURL]).
-	FHIR bool
+	// FHIR serves a FHIR facade on every participant ([ParticipantNode.FHIRURL]),
+	// checking bearer tokens with FHIRVerifier when it is set.
+	FHIR         bool
+	FHIRVerifier *facade.Verifier
 
 	// Logger receives every node's log, hashicorp/raft's included.
 	Logger *slog.Logger
