@@ -55,6 +55,9 @@ type ProcessOptions struct {
 	Exited func(p *Process, pid int, err error)
 }
 
+// FHIRPortOffset places participant j's FHIR API on BasePort+FHIRPortOffset+j.
+const FHIRPortOffset = 50
+
 // Process is one node of a [ProcessNetwork].
 type Process struct {
 	ID   string
@@ -65,7 +68,9 @@ type Process struct {
 	GRPCAddr    string
 	RaftAddr    string // brokers only
 	MetricsAddr string
-	bin         string
+	// FHIRURL is a participant's FHIR API.
+	FHIRURL string
+	bin     string
 	args        []string
 	source      pki.Source
 
@@ -150,15 +155,20 @@ func PrepareProcesses(opts ProcessOptions) (*ProcessNetwork, error) {
 			bin: opts.BrokerBin, args: append(args, common...), source: b.source,
 		})
 	}
-	for _, p := range layout.Participants {
+	for j, p := range layout.Participants {
+		// Every participant serves its EHR the FHIR API on loopback, with
+		// its own certificate, and makes its queries through the brokers.
+		fhirAddr := "127.0.0.1:" + strconv.Itoa(opts.BasePort+FHIRPortOffset+j+1)
 		args := []string{
 			"--svid-dir", filepath.Join(p.Dir, "svid"),
 			"--data-dir", filepath.Join(p.Dir, "data"),
 			"--listen", p.Addr,
 			"--metrics-listen", p.MetricsAddr,
+			"--broker", strings.Join(layout.BrokerAddrs(), ","),
+			"--fhir-listen", fhirAddr,
 		}
 		n.Participants = append(n.Participants, &Process{
-			ID: p.ID, Role: pki.RoleParticipant, Dir: p.Dir, GRPCAddr: p.Addr, MetricsAddr: p.MetricsAddr,
+			ID: p.ID, Role: pki.RoleParticipant, Dir: p.Dir, GRPCAddr: p.Addr, MetricsAddr: p.MetricsAddr, FHIRURL: "https://" + fhirAddr,
 			bin: opts.ParticipantBin, args: append(args, common...), source: p.source,
 		})
 	}

@@ -38,6 +38,8 @@ func run() error {
 	cli.AddServerLimitFlags(flag.CommandLine, &cfg.Limits)
 	cli.AddFieldLimitFlags(flag.CommandLine, &cfg.Fields)
 	metricsListen := flag.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	var fhir fhirFlags
+	fhir.add(flag.CommandLine)
 	var tracing cli.Tracing
 	tracing.AddFlags(flag.CommandLine)
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
@@ -70,18 +72,40 @@ func run() error {
 	}
 	defer stop()
 	cfg.MetricsListener = metrics
+	if cfg.Upstream, err = fhir.records(cfg.DataDir); err != nil {
+		return err
+	}
 
 	s, err := participant.New(cfg)
 	if err != nil {
 		return err
 	}
-	served := make(chan error, 2)
+	served := make(chan error, 3)
 	go func() { served <- s.Serve() }()
 	np, nd, _ := s.Counts()
 	log.Info("participant running", "responder", s.Addr(), "patients", np, "documents", nd)
 
+	var conn *client.Conn
+	if len(*brokers) > 0 {
+		if conn, err = client.Dial(*brokers, src, log); err != nil {
+			return err
+		}
+		defer conn.Close()
+	}
+	if fhir.listen != "" {
+		var gw qhinv1.GatewayClient
+		if conn != nil {
+			gw = conn.Gateway()
+		}
+		url, stopFHIR, err := fhir.serve(ctx, s, gw, src, log, served)
+		if err != nil {
+			return err
+		}
+		defer stopFHIR()
+		log.Info("FHIR API running", "url", url, "network", gw != nil, "upstream", fhir.upstream != "")
+	}
 	if *apiListen != "" {
-		if len(*brokers) == 0 {
+		if conn == nil {
 			return fmt.Errorf("--api-listen needs --broker")
 		}
 		l, err := net.Listen("tcp", *apiListen)
@@ -91,11 +115,6 @@ func run() error {
 		if err := participant.CheckLoopback(l); err != nil {
 			return err
 		}
-		conn, err := client.Dial(*brokers, src, log)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
 		// The EHR API has no TLS (it is loopback only) but the same limits.
 		l = pki.LimitListener(l, cfg.Limits)
 		api := grpc.NewServer(cfg.Limits.GRPCOptions()...)

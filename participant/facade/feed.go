@@ -2,6 +2,7 @@ package facade
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/openqhin/openqhin/participant"
@@ -93,6 +94,10 @@ func (s *Server) transaction(w http.ResponseWriter, r *http.Request, c *caller) 
 		}
 		b.Entry = append(b.Entry, bundleEntry{Response: resp})
 	}
+	// How much was written, for importers: the transaction's entries do not
+	// show the document that keeps a bundle's other resources.
+	w.Header().Set("X-Patients-Written", fmt.Sprint(len(plan.Batch.Patients)))
+	w.Header().Set("X-Documents-Written", fmt.Sprint(len(plan.Batch.Documents)))
 	s.log.InfoContext(r.Context(), "fhir write", "kind", "transaction", "patients", len(plan.Batch.Patients),
 		"deleted", len(plan.Batch.DeletePatients), "documents", len(plan.Batch.Documents))
 	writeJSON(w, http.StatusOK, b)
