@@ -71,8 +71,8 @@ type Process struct {
 	// FHIRURL is a participant's FHIR API.
 	FHIRURL string
 	bin     string
-	args        []string
-	source      pki.Source
+	args    []string
+	source  pki.Source
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
