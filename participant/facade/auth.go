@@ -62,8 +62,10 @@ func (c *caller) allows(typ string, write bool) bool {
 		if !ok || (res != typ && res != "*") {
 			continue
 		}
-		if perm == "*" || (!write && (perm == "read" || strings.ContainsAny(perm, "rs"))) ||
-			(write && (perm == "write" || strings.ContainsAny(perm, "cud"))) {
+		// v1: read, write, *; v2: letters of "cruds" in that order.
+		v2 := perm != "" && strings.Trim(perm, "cruds") == ""
+		if perm == "*" || (!write && (perm == "read" || v2 && strings.ContainsAny(perm, "rs"))) ||
+			(write && (perm == "write" || v2 && strings.ContainsAny(perm, "cud"))) {
 			return true
 		}
 	}
