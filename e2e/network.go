@@ -23,6 +23,7 @@ import (
 	"github.com/openqhin/openqhin/broker/client"
 	"github.com/openqhin/openqhin/broker/purpose"
 	"github.com/openqhin/openqhin/participant"
+	"github.com/openqhin/openqhin/participant/facade"
 	"github.com/openqhin/openqhin/participant/match"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
@@ -94,6 +95,10 @@ type Options struct {
 	// RaftConnMaxAge bounds the reuse of the brokers' Raft connections
 	// (cluster.DefaultRaftConnMaxAge when zero).
 	RaftConnMaxAge time.Duration
+	// FHIR serves a FHIR facade on every participant ([ParticipantNode.FHIRURL]),
+	// checking bearer tokens with FHIRVerifier when it is set.
+	FHIR         bool
+	FHIRVerifier *facade.Verifier
 
 	// Logger receives every node's log, hashicorp/raft's included.
 	Logger *slog.Logger
@@ -121,8 +126,15 @@ type ParticipantNode struct {
 	Addr        string
 	MetricsAddr string
 	Server      *participant.Server
-	source      pki.Source
-	served      chan error
+	// Upstream, when set before the participant starts, answers the
+	// network instead of its store (upstream mode).
+	Upstream participant.Records
+	// FHIRURL is the base URL of the participant's FHIR facade, with
+	// Options.FHIR.
+	FHIRURL string
+	fhir    *facadeNode
+	source  pki.Source
+	served  chan error
 	// brokers is the participant's connection to the brokers, with a
 	// linkage key.
 	brokers *client.Conn
@@ -591,6 +603,7 @@ func (n *Network) StartParticipant(j int) error {
 		AnswerPurposes:  n.opts.Answers[p.ID],
 		NoAudit:         n.opts.NoAudit,
 		Logger:          n.log,
+		Upstream:        p.Upstream,
 	}
 	if n.opts.LinkageKey != nil {
 		if p.brokers, err = n.Dial(p.source); err != nil {
@@ -608,6 +621,9 @@ func (n *Network) StartParticipant(j int) error {
 	p.Server = s
 	p.served = make(chan error, 1)
 	go func() { p.served <- s.Serve() }()
+	if n.opts.FHIR {
+		return n.startFacade(p)
+	}
 	return nil
 }
 
@@ -617,6 +633,7 @@ func (n *Network) KillParticipant(j int) {
 	if p.Server == nil {
 		return
 	}
+	p.stopFacade()
 	p.Server.Kill()
 	<-p.served
 	p.Server = nil
@@ -629,6 +646,7 @@ func (n *Network) StopParticipant(ctx context.Context, j int) error {
 	if p.Server == nil {
 		return nil
 	}
+	p.stopFacade()
 	err := p.Server.Stop(ctx)
 	<-p.served
 	p.Server = nil

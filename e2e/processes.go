@@ -70,6 +70,9 @@ type ProcessOptions struct {
 	Exited func(p *Process, pid int, err error)
 }
 
+// FHIRPortOffset places participant j's FHIR API on BasePort+FHIRPortOffset+j.
+const FHIRPortOffset = 50
+
 // Process is one node of a [ProcessNetwork].
 type Process struct {
 	ID   string
@@ -80,9 +83,11 @@ type Process struct {
 	GRPCAddr    string
 	RaftAddr    string // brokers only
 	MetricsAddr string
-	bin         string
-	args        []string
-	source      pki.Source
+	// FHIRURL is a participant's FHIR API.
+	FHIRURL string
+	bin     string
+	args    []string
+	source  pki.Source
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -179,17 +184,22 @@ func PrepareProcesses(opts ProcessOptions) (*ProcessNetwork, error) {
 			bin: opts.BrokerBin, args: append(args, common...), source: b.source,
 		})
 	}
-	for _, p := range layout.Participants {
+	for j, p := range layout.Participants {
+		// Every participant serves its EHR the FHIR API on loopback, with
+		// its own certificate, and makes its queries through the brokers.
+		fhirAddr := "127.0.0.1:" + strconv.Itoa(opts.BasePort+FHIRPortOffset+j+1)
 		args := append(identity(pki.RoleParticipant, p.ID),
 			"--data-dir", filepath.Join(p.Dir, "data"),
 			"--listen", p.Addr,
 			"--metrics-listen", p.MetricsAddr,
+			"--broker", strings.Join(layout.BrokerAddrs(), ","),
+			"--fhir-listen", fhirAddr,
 		)
 		if opts.LinkageKeyFile != "" {
-			args = append(args, "--broker", strings.Join(n.BrokerAddrs(), ","), "--linkage-key-file", opts.LinkageKeyFile)
+			args = append(args, "--linkage-key-file", opts.LinkageKeyFile)
 		}
 		n.Participants = append(n.Participants, &Process{
-			ID: p.ID, Role: pki.RoleParticipant, Dir: p.Dir, GRPCAddr: p.Addr, MetricsAddr: p.MetricsAddr,
+			ID: p.ID, Role: pki.RoleParticipant, Dir: p.Dir, GRPCAddr: p.Addr, MetricsAddr: p.MetricsAddr, FHIRURL: "https://" + fhirAddr,
 			bin: opts.ParticipantBin, args: append(args, common...), source: p.source,
 		})
 	}

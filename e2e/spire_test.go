@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -50,14 +49,6 @@ func spireBinaries(t *testing.T) string {
 	}
 	t.Logf("built spire-server and spire-agent in %v (make spire builds them ahead)", time.Since(start).Round(time.Second))
 	return tools
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 func freePort(t *testing.T) int {

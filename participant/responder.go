@@ -77,30 +77,19 @@ func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderD
 	if err := r.delay(ctx); err != nil {
 		return nil, err
 	}
-	q := match.Normalize(req.Demographics)
-	results := r.s.index.Search(q, r.s.cfg.MatchThreshold, r.s.cfg.MaxCandidates)
-	resp := &qhinv1.ResponderDiscoverPatientsResponse{}
-	for _, m := range results {
-		d, err := r.s.store.Patient(m.ID)
-		if errors.Is(err, store.ErrNotFound) {
-			continue // removed since it was indexed
-		}
-		if err != nil {
-			r.s.log.ErrorContext(ctx, "read patient", "query_id", req.Context.QueryId, "patient", m.ID, "error", err)
-			return nil, status.Error(codes.Internal, "reading a matched patient failed")
-		}
-		resp.Candidates = append(resp.Candidates, &qhinv1.Candidate{PatientId: m.ID, Demographics: d, Score: m.Score, Explanation: m.Pair.Explanation()})
-		if m.Pair.Decision == match.Match && r.s.locator != nil {
-			r.s.locator.confirmed(m.ID, q, m.Pair)
-		}
+	cands, err := r.s.records.Discover(ctx, req.Demographics, r.s.cfg.MatchThreshold, r.s.cfg.MaxCandidates)
+	if err != nil {
+		r.s.log.ErrorContext(ctx, "discover", "query_id", req.Context.QueryId, "error", err)
+		return nil, recordsError(ctx, err, "matching failed")
 	}
-	var ids []string
-	for _, c := range resp.Candidates {
-		ids = append(ids, c.PatientId)
+	ids := make([]string, len(cands))
+	for i, c := range cands {
+		ids[i] = c.PatientId
 	}
 	if err := r.record(ctx, qhinv1.Responder_DiscoverPatients_FullMethodName, audit.ActionDiscover, req.Context, ids, nil); err != nil {
 		return nil, err
 	}
+	resp := &qhinv1.ResponderDiscoverPatientsResponse{Candidates: cands}
 	r.s.log.InfoContext(ctx, "discover", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
 		"purpose", req.Context.PurposeOfUse, "candidates", len(resp.Candidates))
 	return resp, nil
@@ -130,10 +119,10 @@ func (r *responder) QueryDocuments(ctx context.Context, req *qhinv1.ResponderQue
 	if req.Until != nil {
 		f.Until = req.Until.AsTime()
 	}
-	docs, err := r.s.store.Documents(req.PatientIds, f)
+	docs, err := r.s.records.Documents(ctx, req.PatientIds, f)
 	if err != nil {
 		r.s.log.ErrorContext(ctx, "list documents", "query_id", req.Context.QueryId, "error", err)
-		return nil, status.Error(codes.Internal, "listing documents failed")
+		return nil, recordsError(ctx, err, "listing documents failed")
 	}
 	var patients, docIDs []string
 	for _, d := range docs {
@@ -167,7 +156,7 @@ func (r *responder) RetrieveDocument(req *qhinv1.ResponderRetrieveDocumentReques
 	}
 	var size int64
 	var docID string
-	err = r.s.store.StreamDocument(ctx, req.DocumentId,
+	err = r.s.records.StreamDocument(ctx, req.DocumentId,
 		func(m *qhinv1.DocumentMetadata) error {
 			size, docID = m.Size, m.Id
 			if err := r.record(ctx, qhinv1.Responder_RetrieveDocument_FullMethodName, audit.ActionRetrieve, req.Context,
@@ -199,6 +188,19 @@ func (r *responder) RetrieveDocument(req *qhinv1.ResponderRetrieveDocumentReques
 	r.s.log.InfoContext(ctx, "retrieve", "query_id", req.Context.QueryId, "initiator", req.Context.InitiatorParticipantId,
 		"purpose", req.Context.PurposeOfUse, "document", docID, "bytes", size)
 	return nil
+}
+
+// recordsError maps a failure of the records (the store, or an upstream
+// FHIR server) to a status: the caller's deadline, an upstream that does not
+// answer, or an internal failure described by what.
+func recordsError(ctx context.Context, err error, what string) error {
+	switch {
+	case ctx.Err() != nil:
+		return status.FromContextError(ctx.Err()).Err()
+	case errors.Is(err, ErrUnreachable):
+		return status.Error(codes.Unavailable, "the member's records server does not answer")
+	}
+	return status.Error(codes.Internal, what)
 }
 
 func cloneDoc(m *qhinv1.DocumentMetadata) *qhinv1.DocumentMetadata {

@@ -72,6 +72,10 @@ type Config struct {
 	AnswerPurposes []string
 	// NoAudit runs without an audit ledger: benchmarks only.
 	NoAudit bool
+	// Upstream, when set, answers the brokers instead of the store and
+	// matcher: an existing FHIR server (participant/upstream). Writes to the
+	// store are then refused (ErrUpstream).
+	Upstream Records
 }
 
 // Server is a participant node.
@@ -87,7 +91,11 @@ type Server struct {
 	metrics   *metrics
 	locator   *locator
 	ledger    *audit.Ledger
+	records   Records
 	once      sync.Once
+
+	feedMu sync.Mutex // serializes Apply; guards hooks
+	hooks  []func(context.Context, Change)
 }
 
 // New opens the participant's store, loads its patients into the matcher and
@@ -146,6 +154,10 @@ func New(cfg Config) (*Server, error) {
 		ledger.Close()
 		return nil, fmt.Errorf("participant %s: load patients: %w", id.Name, err)
 	}
+	s.records = localRecords{store: st, index: s.index}
+	if cfg.Upstream != nil {
+		s.records = cfg.Upstream
+	}
 	if cfg.TrainMatcher {
 		if err := s.TrainMatcher(context.Background()); err != nil {
 			log.Warn("matcher keeps the default model", "err", err)
@@ -182,6 +194,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LinkageKey != nil {
 		s.locator = newLocator(cfg.LinkageKey, st, cfg.Brokers, s.telemetry.Registry, log)
 		s.locator.start()
+		if cfg.Upstream == nil {
+			s.records = localRecords{store: st, index: s.index, confirmed: s.locator.confirmed}
+		}
+		// Every committed write queues its patients' tokens before it
+		// returns; a failure here is caught up by the recomputation at the
+		// next start.
+		s.OnChange(func(ctx context.Context, ch Change) {
+			if len(ch.Put) > 0 {
+				if err := s.locator.update(ctx, ch.Put); err != nil {
+					log.Error("record-locator tokens not queued; they are recomputed at the next start", "patients", len(ch.Put), "error", err)
+				}
+			}
+			if len(ch.Deleted) > 0 {
+				s.locator.signal()
+			}
+		})
 		log.Info("record locator on", "key_id", cfg.LinkageKey.ID())
 	}
 	return s, nil
@@ -237,39 +265,14 @@ func (s *Server) Kill() {
 // PutPatient stores a patient and makes it findable, by the member's
 // matcher and, with a linkage key, through the record locator.
 func (s *Server) PutPatient(ctx context.Context, id string, d *qhinv1.Demographics) error {
-	return s.PutPatients(ctx, []store.Patient{{ID: id, Demographics: d}})
+	return s.Apply(ctx, store.Batch{Patients: []store.Patient{{ID: id, Demographics: d}}})
 }
 
 // PutPatients stores many patients in one transaction and makes them
 // findable. Their record-locator tokens are queued for the brokers before
 // it returns.
 func (s *Server) PutPatients(ctx context.Context, ps []store.Patient) error {
-	if err := s.store.PutPatients(ctx, ps); err != nil {
-		return err
-	}
-	for _, p := range ps {
-		s.index.Add(p.ID, match.Normalize(p.Demographics))
-	}
-	if s.locator != nil {
-		if err := s.locator.update(ctx, ps); err != nil {
-			return fmt.Errorf("record-locator tokens: %w", err)
-		}
-	}
-	return nil
-}
-
-// DeletePatient removes a patient with its documents; the matcher no
-// longer finds it, and its record-locator tokens that no other patient
-// holds are queued for withdrawal.
-func (s *Server) DeletePatient(ctx context.Context, id string) error {
-	if err := s.store.DeletePatient(ctx, id); err != nil {
-		return err
-	}
-	s.index.Remove(id)
-	if s.locator != nil {
-		s.locator.signal()
-	}
-	return nil
+	return s.Apply(ctx, store.Batch{Patients: ps})
 }
 
 // PutDocument stores a document of a stored patient.
@@ -286,16 +289,7 @@ func (s *Server) PutDocument(ctx context.Context, meta *qhinv1.DocumentMetadata,
 // PutDocuments stores many small documents of stored patients in one
 // transaction.
 func (s *Server) PutDocuments(ctx context.Context, docs []store.NewDocument) error {
-	for i, d := range docs {
-		m := cloneDoc(d.Meta)
-		if m.Patient == nil {
-			m.Patient = &qhinv1.PatientLink{}
-		}
-		m.Patient.ParticipantId = s.id.Name
-		m.SourceParticipantId = s.id.Name
-		docs[i].Meta = m
-	}
-	return s.store.PutDocuments(ctx, docs)
+	return s.Apply(ctx, store.Batch{Documents: docs})
 }
 
 // Counts returns how many patients and documents the participant holds.

@@ -40,6 +40,12 @@ type Identity struct {
 	SVIDDir string `yaml:"svid_dir"`
 	// Endpoint is a participant's Responder address, for reference.
 	Endpoint string `yaml:"endpoint,omitempty"`
+	// FHIR is the base URL of a participant's FHIR API (https://… or
+	// unix:///…), where qhinctl import sends records while it runs.
+	FHIR string `yaml:"fhir,omitempty"`
+	// DataDir is a participant's data directory, where qhinctl import
+	// writes records while it is stopped.
+	DataDir string `yaml:"data_dir,omitempty"`
 }
 
 // LoadConfig reads a YAML config file. Relative SVID directories are taken
@@ -60,6 +66,9 @@ func LoadConfig(path string) (*Config, error) {
 	for _, id := range c.identities() {
 		if id.SVIDDir != "" && !filepath.IsAbs(id.SVIDDir) {
 			id.SVIDDir = filepath.Join(base, id.SVIDDir)
+		}
+		if id.DataDir != "" && !filepath.IsAbs(id.DataDir) {
+			id.DataDir = filepath.Join(base, id.DataDir)
 		}
 	}
 	if c.CA != "" && !filepath.IsAbs(c.CA) {
@@ -95,6 +104,21 @@ func (c *Config) Save(path string) error {
 		return err
 	}
 	return os.WriteFile(path, append([]byte("# OpenQHIN client configuration (qhinctl --config)\n"), b...), 0o600)
+}
+
+// ParticipantIdentity returns the identity of participant id, or the
+// default participant when id is empty; nil when the config has none.
+func (c *Config) ParticipantIdentity(id string) *Identity {
+	if id == "" && c.Participant != nil {
+		id = c.Participant.ID
+	}
+	if p, ok := c.Participants[id]; ok {
+		return p
+	}
+	if c.Participant != nil && (id == "" || c.Participant.ID == id) {
+		return c.Participant
+	}
+	return nil
 }
 
 // OperatorSource loads the operator SVID.

@@ -15,6 +15,7 @@ import (
 	"github.com/openqhin/openqhin/cmd/internal/cli"
 	"github.com/openqhin/openqhin/participant"
 	"github.com/openqhin/openqhin/participant/match"
+	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
 func main() {
@@ -41,6 +42,8 @@ func run() error {
 	cli.AddServerLimitFlags(flag.CommandLine, &cfg.Limits)
 	cli.AddFieldLimitFlags(flag.CommandLine, &cfg.Fields)
 	metricsListen := flag.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	var fhir fhirFlags
+	fhir.add(flag.CommandLine)
 	var tracing cli.Tracing
 	tracing.AddFlags(flag.CommandLine)
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn, error")
@@ -91,18 +94,33 @@ func run() error {
 	}
 	defer stop()
 	cfg.MetricsListener = metrics
+	if cfg.Upstream, err = fhir.records(cfg.DataDir); err != nil {
+		return err
+	}
 
 	s, err := participant.New(cfg)
 	if err != nil {
 		return err
 	}
-	served := make(chan error, 2)
+	served := make(chan error, 3)
 	go func() { served <- s.Serve() }()
 	np, nd, _ := s.Counts()
 	log.Info("participant running", "responder", s.Addr(), "patients", np, "documents", nd)
 
+	if fhir.listen != "" {
+		var gw qhinv1.GatewayClient
+		if conn != nil {
+			gw = conn.Gateway()
+		}
+		url, stopFHIR, err := fhir.serve(ctx, s, gw, src, log, served)
+		if err != nil {
+			return err
+		}
+		defer stopFHIR()
+		log.Info("FHIR API running", "url", url, "network", gw != nil, "upstream", fhir.upstream != "")
+	}
 	if *apiListen != "" {
-		if len(*brokers) == 0 {
+		if conn == nil {
 			return fmt.Errorf("--api-listen needs --broker")
 		}
 		api, err := participant.NewRelayServer(participant.RelayConfig{

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -72,7 +73,7 @@ stops every node; if qhinctl itself is killed, Linux stops the nodes too.`,
 	fl.IntVar(&f.patients, "patients", 1000, "synthetic persons to spread over the participants (first start only)")
 	fl.Int64Var(&f.seed, "seed", 1, "seed of the synthetic population")
 	fl.StringVar(&f.seedFHIR, "seed-fhir", "", "import DIR/<participant-id>/*.json FHIR bundles instead of synthetic patients")
-	fl.IntVar(&f.basePort, "base-port", 7400, "brokers serve gRPC on base+1…, Raft on base+11…, participants on base+21…, metrics on base+31… and base+41…")
+	fl.IntVar(&f.basePort, "base-port", 7400, "brokers serve gRPC on base+1…, Raft on base+11…, participants on base+21…, metrics on base+31… and base+41…, the participants' FHIR APIs on base+51…")
 	fl.StringVar(&f.logLevel, "log-level", "info", "level of DIR/network.log: debug, info, warn or error")
 	fl.StringVar(&f.routing, "routing", string(broker.DefaultRouting), "the brokers' discovery routing: targeted-then-broadcast, targeted-only or broadcast")
 	fl.DurationVar(&f.svidTTL, "svid-ttl", pki.DefaultWorkloadSVIDTTL, "lifetime of the SVIDs the network's Workload API hands the nodes (renewed at half of it)")
@@ -83,7 +84,7 @@ func runDev(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, f de
 	if f.brokers < 1 || f.participants < 1 {
 		return fmt.Errorf("--brokers and --participants must be at least 1")
 	}
-	if f.basePort < 1 || f.basePort+40+f.participants > 65535 {
+	if f.basePort < 1 || f.basePort+e2e.FHIRPortOffset+f.participants > 65535 {
 		return fmt.Errorf("--base-port: out of range")
 	}
 	var level slog.Level
@@ -313,7 +314,8 @@ func writeDevConfig(net *e2e.ProcessNetwork, f devFlags, path string) error {
 		Participants:   map[string]*client.Identity{},
 	}
 	for i, p := range net.Participants {
-		id := &client.Identity{ID: p.ID, SVIDDir: filepath.Join(p.Dir, "svid"), Endpoint: p.GRPCAddr}
+		id := &client.Identity{ID: p.ID, SVIDDir: filepath.Join(p.Dir, "svid"), Endpoint: p.GRPCAddr, FHIR: p.FHIRURL,
+			DataDir: filepath.Join(p.Dir, "data")}
 		if i == 0 {
 			cfg.Participant = id
 		}
@@ -325,17 +327,17 @@ func writeDevConfig(net *e2e.ProcessNetwork, f devFlags, path string) error {
 func printDev(w io.Writer, net *e2e.ProcessNetwork, counts []e2e.SeedCounts, example *qhinv1.Demographics, leader string, f devFlags, cfgPath, logPath string) {
 	fmt.Fprintf(w, "\nOpenQHIN development network is up (trust domain spiffe://%s).\n\n", f.trustDomain)
 	t := &table{tw: newTabWriter(w)}
-	t.row("NODE", "ROLE", "PID", "GRPC", "RAFT", "METRICS", "RECORDS", "DATA")
+	t.row("NODE", "ROLE", "PID", "GRPC", "RAFT", "METRICS", "FHIR", "RECORDS", "DATA")
 	for _, b := range net.Brokers {
 		role := "broker"
 		if b.ID == leader {
 			role = "broker (leader)"
 		}
-		t.row(b.ID, role, b.Pid(), b.GRPCAddr, b.RaftAddr, b.MetricsAddr, "-", b.Dir)
+		t.row(b.ID, role, b.Pid(), b.GRPCAddr, b.RaftAddr, b.MetricsAddr, "-", "-", b.Dir)
 	}
 	for i, p := range net.Participants {
 		c := counts[i]
-		t.row(p.ID, "participant", p.Pid(), p.GRPCAddr, "-", p.MetricsAddr, fmt.Sprintf("%d patients, %d documents", c.Patients, c.Documents), p.Dir)
+		t.row(p.ID, "participant", p.Pid(), p.GRPCAddr, "-", p.MetricsAddr, p.FHIRURL, fmt.Sprintf("%d patients, %d documents", c.Patients, c.Documents), p.Dir)
 	}
 	t.tw.Flush()
 	for _, c := range counts {
@@ -367,6 +369,15 @@ func printDev(w io.Writer, net *e2e.ProcessNetwork, counts []e2e.SeedCounts, exa
 	}
 	fmt.Fprintf(w, "  %s query documents --link LINK --purpose T-TRTMNT --requester-npi %s   # a LINK query patients printed\n", self, exampleNPI)
 	fmt.Fprintf(w, "  %s retrieve --link LINK --out doc.json --purpose T-TRTMNT --requester-npi %s   # a LINK query documents printed\n", self, exampleNPI)
+	if len(net.Participants) > 0 {
+		p := net.Participants[0]
+		fmt.Fprintf(w, "\nFHIR R4 for the EHR (every participant serves one; the README has more):\n\n")
+		fmt.Fprintf(w, "  curl --cacert %s %s/metadata\n", filepath.Join(f.dir, "ca", "ca.pem"), p.FHIRURL)
+		if d := example; d != nil {
+			fmt.Fprintf(w, "  curl --cacert %s -H 'X-Purpose-Of-Use: T-TREAT' -H 'X-Requester-Id: 1234567893' \\\n    '%s/Patient?family=%s&given=%s&birthdate=%s&gender=%s'\n",
+				filepath.Join(f.dir, "ca", "ca.pem"), p.FHIRURL, url.QueryEscape(d.Family), url.QueryEscape(d.Given), d.BirthDate, d.Gender)
+		}
+	}
 	if len(net.Brokers) > 1 {
 		b := net.Brokers[1]
 		fmt.Fprintf(w, "\nKill a broker and keep querying: kill %d (%s; its pid is also in %s).\n", b.Pid(), b.ID, b.PidFile())

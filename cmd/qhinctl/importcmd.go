@@ -17,15 +17,6 @@ import (
 	"github.com/openqhin/openqhin/participant/synth"
 )
 
-func newImportCmd(*globals) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "import",
-		Short: "Load records into a stopped participant's store",
-	}
-	cmd.AddCommand(newImportFHIRCmd(), newImportSyntheticCmd())
-	return cmd
-}
-
 // openStore opens a participant's record store for an import.
 func openStore(dataDir string) (*store.Store, error) {
 	if dataDir == "" {
@@ -120,7 +111,7 @@ func newImportFHIRCmd() *cobra.Command {
 	var dataDir, participant string
 	cmd := &cobra.Command{
 		Use:   "fhir PATH...",
-		Short: "Import FHIR R4 bundles into a stopped participant's store",
+		Short: "Import FHIR R4 bundles into a stopped participant's store (see qhinctl import)",
 		Long: `Import FHIR R4 JSON bundles (Synthea-shaped: Patient, DocumentReference with
 inline data or a Binary, other resources kept as one FHIR document per
 patient) into a participant's record store. Each PATH is a bundle or a
@@ -155,7 +146,11 @@ while it runs.`,
 			defer st.Close()
 			bar := progressbar.NewOptions(len(files), progressbar.OptionSetDescription("importing bundles"),
 				progressbar.OptionSetWriter(cmd.ErrOrStderr()), progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
-			im := &fhir.Importer{Sink: st, ParticipantID: participant}
+			key, err := st.IDKey()
+			if err != nil {
+				return err
+			}
+			im := &fhir.Importer{Sink: st, ParticipantID: participant, IDKey: key}
 			res, err := im.ImportFiles(cmd.Context(), files, func(done, _ int) { bar.Set(done) })
 			bar.Finish()
 			if err != nil {

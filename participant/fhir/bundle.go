@@ -20,11 +20,20 @@ type entry struct {
 	raw     json.RawMessage
 	latest  time.Time // the latest time the resource records
 	hasTime bool      // whether it records any
+	// method and url are the entry's request in a transaction: PUT,
+	// POST or DELETE, and "Type/id" or "Type". A DELETE has no resource.
+	method, url string
 }
 
-// decodeBundle streams through a Bundle and returns its entries that hold a
-// resource.
-func decodeBundle(data []byte) ([]entry, error) {
+// decodeBundle streams through a Bundle and returns its type and the entries
+// that hold a resource or a DELETE request.
+func decodeBundle(data []byte) (string, []entry, error) {
+	var bundleType string
+	entries, err := decodeBundleInto(data, &bundleType)
+	return bundleType, entries, err
+}
+
+func decodeBundleInto(data []byte, bundleType *string) ([]entry, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	tok, err := dec.Token()
 	if err != nil {
@@ -49,6 +58,10 @@ func decodeBundle(data []byte) ([]entry, error) {
 			}
 			if resourceType != "Bundle" {
 				return nil, notBundle(resourceType)
+			}
+		case "type":
+			if err := dec.Decode(bundleType); err != nil {
+				return nil, jsonProblem("type", err)
 			}
 		case "entry":
 			if entries, err = decodeEntries(dec); err != nil {
@@ -102,11 +115,23 @@ func decodeEntries(dec *json.Decoder) ([]entry, error) {
 		var e struct {
 			FullURL  string          `json:"fullUrl"`
 			Resource json.RawMessage `json:"resource"`
+			Request  *struct {
+				Method string `json:"method"`
+				URL    string `json:"url"`
+			} `json:"request"`
 		}
 		if err := dec.Decode(&e); err != nil {
 			return nil, jsonProblem(fmt.Sprintf("entry[%d]", i), err)
 		}
+		var method, url string
+		if e.Request != nil {
+			method, url = e.Request.Method, e.Request.URL
+		}
 		if len(e.Resource) == 0 || string(e.Resource) == "null" {
+			if method == "DELETE" {
+				typ, id, _ := strings.Cut(url, "/")
+				entries = append(entries, entry{index: i, typ: typ, id: id, method: method, url: url})
+			}
 			continue // a request or response without a resource
 		}
 		var head resourceHead
@@ -119,7 +144,7 @@ func decodeEntries(dec *json.Decoder) ([]entry, error) {
 		latest, hasTime := head.latestTime()
 		entries = append(entries, entry{
 			index: i, fullURL: e.FullURL, typ: head.ResourceType, id: head.ID, raw: e.Resource,
-			latest: latest, hasTime: hasTime,
+			latest: latest, hasTime: hasTime, method: method, url: url,
 		})
 	}
 	if _, err := dec.Token(); err != nil { // the closing bracket
@@ -237,6 +262,7 @@ type documentReference struct {
 }
 
 type binaryResource struct {
+	ID          string  `json:"id"`
 	ContentType string  `json:"contentType"`
 	Data        *string `json:"data"`
 }

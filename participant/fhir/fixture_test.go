@@ -5,7 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -219,36 +219,43 @@ func newMemSink() *memSink {
 	return &memSink{patients: map[string]*qhinv1.Demographics{}, docs: map[string]*qhinv1.DocumentMetadata{}}
 }
 
-func (m *memSink) PutPatient(ctx context.Context, id string, d *qhinv1.Demographics) error {
+func (m *memSink) Apply(ctx context.Context, b store.Batch) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
 		return m.fail
 	}
-	if id == "" {
-		return fmt.Errorf("empty patient id")
+	patients := maps.Clone(m.patients)
+	for _, id := range b.DeletePatients {
+		if _, ok := patients[id]; !ok {
+			return fmt.Errorf("delete unknown patient %q", id)
+		}
+		delete(patients, id)
 	}
-	m.patients[id] = proto.Clone(d).(*qhinv1.Demographics)
+	for _, p := range b.Patients {
+		if p.ID == "" {
+			return fmt.Errorf("empty patient id")
+		}
+		patients[p.ID] = proto.Clone(p.Demographics).(*qhinv1.Demographics)
+	}
+	docs := maps.Clone(m.docs)
+	for _, d := range b.Documents {
+		if _, ok := patients[d.Meta.GetPatient().GetPatientId()]; !ok || d.Meta.GetId() == "" {
+			return fmt.Errorf("document %q for unknown patient %q", d.Meta.GetId(), d.Meta.GetPatient().GetPatientId())
+		}
+		out := proto.Clone(d.Meta).(*qhinv1.DocumentMetadata)
+		out.Size = int64(len(d.Content))
+		docs[d.Meta.Id] = out
+	}
+	m.patients, m.docs = patients, docs
 	return nil
 }
 
-func (m *memSink) PutDocument(ctx context.Context, meta *qhinv1.DocumentMetadata, content io.Reader) (*qhinv1.DocumentMetadata, error) {
+func (m *memSink) HasPatient(id string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.fail != nil {
-		return nil, m.fail
-	}
-	if _, ok := m.patients[meta.GetPatient().GetPatientId()]; !ok || meta.GetId() == "" {
-		return nil, fmt.Errorf("document %q for unknown patient %q", meta.GetId(), meta.GetPatient().GetPatientId())
-	}
-	n, err := io.Copy(io.Discard, content)
-	if err != nil {
-		return nil, err
-	}
-	out := proto.Clone(meta).(*qhinv1.DocumentMetadata)
-	out.Size = n
-	m.docs[meta.Id] = out
-	return out, nil
+	_, ok := m.patients[id]
+	return ok, nil
 }
 
 // storeFilterAll lists every document.

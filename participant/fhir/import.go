@@ -1,7 +1,6 @@
 package fhir
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,16 +9,17 @@ import (
 	"path/filepath"
 	"strings"
 
-	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
+	"github.com/openqhin/openqhin/participant/store"
 )
 
-// Sink is where imported records go. The participant store satisfies it.
+// Sink is where imported records go: a participant's store while it is
+// stopped, or the running participant (participant.Server), which also
+// updates its matcher.
 type Sink interface {
-	// PutPatient creates or replaces a patient.
-	PutPatient(ctx context.Context, id string, d *qhinv1.Demographics) error
-	// PutDocument creates or replaces a document of a patient that exists,
-	// reading its content from content, and returns the stored metadata.
-	PutDocument(ctx context.Context, meta *qhinv1.DocumentMetadata, content io.Reader) (*qhinv1.DocumentMetadata, error)
+	// Apply makes every write of the batch in one transaction, or none.
+	Apply(ctx context.Context, b store.Batch) error
+	// HasPatient reports whether the sink holds patient id already.
+	HasPatient(id string) (bool, error)
 }
 
 // DefaultMaxBundleSize is the largest bundle an Importer reads when its
@@ -87,17 +87,30 @@ type Importer struct {
 	// ParticipantID is the participant that holds the records; it goes into
 	// every document's metadata.
 	ParticipantID string
-	// MaxBundleSize bounds the bytes read from one bundle;
-	// DefaultMaxBundleSize when zero.
+	// MaxBundleSize bounds the bytes read from one bundle or C-CDA
+	// document; DefaultMaxBundleSize when zero.
 	MaxBundleSize int64
+	// IDKey derives the local ids of C-CDA documents and their patients
+	// from the identifiers they carry (store.Store.IDKey); C-CDA files are
+	// refused without it.
+	IDKey []byte
 }
 
-// ImportBundle reads one bundle from r and writes its patients and documents.
-// name identifies the bundle in errors. A bundle whose content cannot be
-// imported gives a *BundleError and writes nothing; any other error comes
-// from ctx or the Sink, and may leave the bundle partly written (importing it
-// again completes it, since the same ids replace).
+// ImportBundle reads one bundle from r and writes its patients and documents
+// in one transaction. name identifies the bundle in errors. A bundle whose
+// content cannot be imported gives a *BundleError; any other error comes from
+// ctx or the Sink. Either way nothing of the bundle was written.
 func (im *Importer) ImportBundle(ctx context.Context, r io.Reader, name string) (Result, error) {
+	return im.importData(ctx, r, name, im.PlanBundle)
+}
+
+// ImportCCDA reads one C-CDA document from r and writes it, with its
+// patient, in one transaction, as ImportBundle does.
+func (im *Importer) ImportCCDA(ctx context.Context, r io.Reader, name string) (Result, error) {
+	return im.importData(ctx, r, name, im.PlanCCDA)
+}
+
+func (im *Importer) importData(ctx context.Context, r io.Reader, name string, plan func([]byte) (*Plan, error)) (Result, error) {
 	if im.Sink == nil || im.ParticipantID == "" {
 		return Result{}, fmt.Errorf("fhir import %s: importer needs a Sink and a ParticipantID", name)
 	}
@@ -115,30 +128,14 @@ func (im *Importer) ImportBundle(ctx context.Context, r io.Reader, name string) 
 	if int64(len(data)) > limit {
 		return Result{}, &BundleError{File: name, Err: fmt.Errorf("larger than %d bytes", limit)}
 	}
-	p, err := im.plan(data)
+	p, err := plan(data)
 	if err != nil {
 		return Result{}, &BundleError{File: name, Err: err}
 	}
-	return im.write(ctx, name, p)
-}
-
-// write stores a checked bundle: patients first, since a document needs its
-// patient to exist.
-func (im *Importer) write(ctx context.Context, name string, p *plan) (Result, error) {
-	res := Result{Files: 1}
-	for _, pt := range p.patients {
-		if err := im.Sink.PutPatient(ctx, pt.id, pt.demographics); err != nil {
-			return res, fmt.Errorf("fhir import %s: patient %s: %w", name, pt.id, err)
-		}
-		res.Patients++
+	if err := im.Sink.Apply(ctx, p.Batch); err != nil {
+		return Result{}, fmt.Errorf("fhir import %s: %w", name, err)
 	}
-	for _, d := range p.documents {
-		if _, err := im.Sink.PutDocument(ctx, d.meta, bytes.NewReader(d.content)); err != nil {
-			return res, fmt.Errorf("fhir import %s: document %s: %w", name, d.meta.Id, err)
-		}
-		res.Documents++
-	}
-	return res, nil
+	return Result{Files: 1, Patients: len(p.Batch.Patients), Documents: len(p.Batch.Documents)}, nil
 }
 
 // ImportFiles imports the bundles at paths in order. A bundle that cannot be
@@ -171,6 +168,10 @@ func (im *Importer) ImportFiles(ctx context.Context, paths []string, progress fu
 
 func (im *Importer) importFile(ctx context.Context, path string) (Result, error) {
 	f, err := os.Open(path)
+	if err == nil && IsCCDAFile(path) {
+		defer f.Close()
+		return im.ImportCCDA(ctx, f, path)
+	}
 	if err != nil {
 		// The reason leaves out the path, which Skip.File already holds.
 		var pe *os.PathError
@@ -183,8 +184,13 @@ func (im *Importer) importFile(ctx context.Context, path string) (Result, error)
 	return im.ImportBundle(ctx, f, path)
 }
 
-// ImportDir imports every *.json file of dir, in name order, as ImportFiles
-// does. It does not descend into subdirectories.
+// IsCCDAFile reports whether path names a C-CDA document (*.xml, in any
+// case) rather than a FHIR bundle.
+func IsCCDAFile(path string) bool { return strings.EqualFold(filepath.Ext(path), ".xml") }
+
+// ImportDir imports every *.json file (a FHIR bundle) and *.xml file (a
+// C-CDA document) of dir, in name order, as ImportFiles does. It does not
+// descend into subdirectories.
 func (im *Importer) ImportDir(ctx context.Context, dir string, progress func(done, total int)) (Result, error) {
 	ents, err := os.ReadDir(dir) // sorted by name
 	if err != nil {
@@ -192,7 +198,7 @@ func (im *Importer) ImportDir(ctx context.Context, dir string, progress func(don
 	}
 	var paths []string
 	for _, e := range ents {
-		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".json") {
+		if e.Type().IsRegular() && (strings.HasSuffix(e.Name(), ".json") || IsCCDAFile(e.Name())) {
 			paths = append(paths, filepath.Join(dir, e.Name()))
 		}
 	}

@@ -309,7 +309,7 @@ func TestImportFiles_BadBundleIsSkippedWithReason(t *testing.T) {
 		}), "DocumentReference docref-binary: attachment data is not valid base64", nil},
 		{"subject outside the bundle", variant(func(b obj) {
 			entryOf(t, b, "DocumentReference", 0)["subject"] = obj{"reference": "Patient/elsewhere"}
-		}), "DocumentReference docref-inline: subject does not reference a Patient in this bundle", nil},
+		}), "DocumentReference docref-inline: subject: references neither a Patient in this bundle nor one this member holds", nil},
 		{"two documents with one id", variant(func(b obj) {
 			entryOf(t, b, "DocumentReference", 1)["id"] = "docref-inline"
 		}), "two documents with id docref-inline", nil},
@@ -403,8 +403,8 @@ func TestImportFiles_SinkErrorStops(t *testing.T) {
 	if !errors.Is(err, sink.fail) || !strings.Contains(err.Error(), "a.json") {
 		t.Errorf("error = %v, want the sink's error naming a.json", err)
 	}
-	if res.Files != 1 || len(res.Skipped) != 0 {
-		t.Errorf("result = %+v, want to stop after the first file with nothing skipped", res)
+	if res.Files != 0 || res.Patients != 0 || len(res.Skipped) != 0 {
+		t.Errorf("result = %+v, want to stop at the first file with nothing written or skipped", res)
 	}
 }
 

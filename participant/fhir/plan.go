@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/openqhin/openqhin/participant/store"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
@@ -27,22 +28,34 @@ const (
 // none. It is fixed so that importing again writes the same metadata.
 var unknownTime = time.Unix(0, 0).UTC()
 
-// plan is everything one bundle will write, worked out and checked before
-// the first write.
-type plan struct {
-	patients  []plannedPatient
-	documents []plannedDocument
+// Plan is everything one bundle (or C-CDA document) writes, worked out and
+// checked before the first write.
+type Plan struct {
+	// BundleType is the Bundle's type (transaction, collection, …); empty
+	// for a C-CDA document.
+	BundleType string
+	// Batch holds every write, for one transaction.
+	Batch store.Batch
+	// Entries describe the bundle's entries in order, for a transaction's
+	// response.
+	Entries []PlannedEntry
 }
 
-type plannedPatient struct {
-	id           string
-	demographics *qhinv1.Demographics
+// PlannedEntry is what the plan does with one entry of a bundle.
+type PlannedEntry struct {
+	// Index is the entry's position in Bundle.entry.
+	Index int
+	// Type is the resource type; ID the id it is stored under (Patient,
+	// DocumentReference) or deleted by; empty for resources kept in the
+	// bundle document or read as a document's content (Binary).
+	Type, ID string
+	// Delete is set for a DELETE request.
+	Delete bool
 }
 
-type plannedDocument struct {
-	meta    *qhinv1.DocumentMetadata
-	content []byte
-}
+type plannedPatient = store.Patient
+
+type plannedDocument = store.NewDocument
 
 // bundleIndex finds entries by the references other entries make to them.
 type bundleIndex struct {
@@ -83,56 +96,77 @@ func (ix *bundleIndex) resolve(ref, typ string) (entry, bool) {
 	return entry{}, false
 }
 
-// plan decodes and checks a bundle and works out what it writes.
-func (im *Importer) plan(data []byte) (*plan, error) {
-	entries, err := decodeBundle(data)
+// PlanBundle decodes and checks a bundle and works out what it writes,
+// without writing anything. A DocumentReference's subject is a Patient of
+// the bundle or, by a relative reference ("Patient/ID"), one the Sink holds.
+// Errors never hold PHI.
+func (im *Importer) PlanBundle(data []byte) (*Plan, error) {
+	bundleType, entries, err := decodeBundle(data)
 	if err != nil {
 		return nil, err
 	}
 	ix := newBundleIndex(entries)
-	p := &plan{}
+	p := &Plan{BundleType: bundleType}
 	patientIDs := map[string]bool{}
 	patientOf := map[int]string{} // entry index → patient id
 	others := false
 	var (
 		latest    time.Time // the latest time any resource records
 		haveTimes bool
+		first     = -1 // index in p.Batch.Patients of the bundle document's patient
 	)
 	for _, e := range entries {
+		switch {
+		case e.method == "DELETE":
+			if e.typ != "Patient" || !fhirID.MatchString(e.id) {
+				return nil, fmt.Errorf("entry[%d]: request.url: only a Patient can be deleted, as DELETE Patient/ID", e.index)
+			}
+			p.Batch.DeletePatients = append(p.Batch.DeletePatients, e.id)
+			p.Entries = append(p.Entries, PlannedEntry{Index: e.index, Type: "Patient", ID: e.id, Delete: true})
+			continue
+		case e.method != "" && e.method != "POST" && e.method != "PUT":
+			return nil, fmt.Errorf("entry[%d]: request.method: must be POST, PUT or DELETE", e.index)
+		}
+		pe := PlannedEntry{Index: e.index, Type: e.typ}
 		switch e.typ {
 		case "Patient":
 			id, d, err := mapPatient(e)
 			if err != nil {
 				return nil, err
 			}
+			if e.method == "PUT" && e.url != "Patient/"+id {
+				return nil, fmt.Errorf("entry[%d]: request.url: a PUT must name the Patient's own id (Patient/ID)", e.index)
+			}
 			if patientIDs[id] {
 				return nil, fmt.Errorf("entry[%d]: a second Patient with id %s", e.index, id)
 			}
 			patientIDs[id] = true
 			patientOf[e.index] = id
-			p.patients = append(p.patients, plannedPatient{id: id, demographics: d})
+			if first < 0 {
+				first = len(p.Batch.Patients)
+			}
+			p.Batch.Patients = append(p.Batch.Patients, plannedPatient{ID: id, Demographics: d})
+			pe.ID = id
 		case "DocumentReference", "Binary":
 		default:
 			others = true
 		}
+		p.Entries = append(p.Entries, pe)
 		if e.hasTime && (!haveTimes || e.latest.After(latest)) {
 			latest, haveTimes = e.latest, true
 		}
 	}
-	if len(p.patients) == 0 {
-		return nil, ErrNoPatient
-	}
 	docIDs := map[string]bool{}
 	addDoc := func(d plannedDocument) error {
-		if docIDs[d.meta.Id] {
-			return fmt.Errorf("two documents with id %s", d.meta.Id)
+		if docIDs[d.Meta.Id] {
+			return fmt.Errorf("two documents with id %s", d.Meta.Id)
 		}
-		docIDs[d.meta.Id] = true
-		p.documents = append(p.documents, d)
+		docIDs[d.Meta.Id] = true
+		p.Batch.Documents = append(p.Batch.Documents, d)
 		return nil
 	}
-	for _, e := range entries {
-		if e.typ != "DocumentReference" {
+	for i, e := range entries {
+		if e.typ != "DocumentReference" || e.method == "DELETE" {
 			continue
 		}
 		d, err := im.mapDocumentReference(ix, patientOf, e)
@@ -142,17 +176,25 @@ func (im *Importer) plan(data []byte) (*plan, error) {
 		if err := addDoc(d); err != nil {
 			return nil, err
 		}
+		for j := range p.Entries {
+			if p.Entries[j].Index == entries[i].index {
+				p.Entries[j].ID = d.Meta.Id
+			}
+		}
 	}
 	if others {
+		if first < 0 {
+			return nil, ErrNoPatient
+		}
 		// The bundle document goes to the first Patient. Synthea writes one
 		// Patient per bundle; in a bundle of several, this one document
 		// holds every patient's resources and is disclosed as the first's.
-		pid := p.patients[0].id
+		pid := p.Batch.Patients[first].ID
 		if !haveTimes {
 			latest = unknownTime
 		}
 		d := plannedDocument{
-			meta: &qhinv1.DocumentMetadata{
+			Meta: &qhinv1.DocumentMetadata{
 				Id:                  bundleDocPrefix + pid,
 				Patient:             &qhinv1.PatientLink{ParticipantId: im.ParticipantID, PatientId: pid},
 				TypeCode:            bundleDocTypeCode,
@@ -162,11 +204,14 @@ func (im *Importer) plan(data []byte) (*plan, error) {
 				ContentType:         bundleDocContentType,
 				SourceParticipantId: im.ParticipantID,
 			},
-			content: data,
+			Content: data,
 		}
 		if err := addDoc(d); err != nil {
 			return nil, err
 		}
+	}
+	if p.Batch.Empty() {
+		return nil, ErrNoPatient
 	}
 	return p, nil
 }
@@ -175,27 +220,54 @@ func (im *Importer) plan(data []byte) (*plan, error) {
 var fhirID = regexp.MustCompile(`^[A-Za-z0-9.\-]{1,64}$`)
 
 func mapPatient(e entry) (string, *qhinv1.Demographics, error) {
-	var r patientResource
-	if err := json.Unmarshal(e.raw, &r); err != nil {
-		return "", nil, jsonProblem(fmt.Sprintf("entry[%d] (Patient)", e.index), err)
+	id, d, err := parsePatient(e.raw, fmt.Sprintf("entry[%d] (Patient)", e.index))
+	if err != nil {
+		return "", nil, err
 	}
-	id := r.ID
 	if id == "" {
 		id = strings.TrimPrefix(e.fullURL, "urn:uuid:")
 	}
 	if !fhirID.MatchString(id) {
 		return "", nil, fmt.Errorf("entry[%d]: Patient has no valid id", e.index)
 	}
+	return id, d, nil
+}
+
+// ParsePatient reads a FHIR R4 Patient resource into demographics, and
+// returns its id (empty when it has none; not checked). Errors name the
+// field and the rule, never a value.
+func ParsePatient(raw []byte) (id string, d *qhinv1.Demographics, err error) {
+	var head struct {
+		ResourceType string `json:"resourceType"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return "", nil, jsonProblem("Patient", err)
+	}
+	if head.ResourceType != "Patient" {
+		return "", nil, fmt.Errorf("resourceType: must be Patient")
+	}
+	return parsePatient(raw, "Patient")
+}
+
+// IsID reports whether s has the form of a FHIR resource id.
+func IsID(s string) bool { return fhirID.MatchString(s) }
+
+func parsePatient(raw []byte, where string) (string, *qhinv1.Demographics, error) {
+	var r patientResource
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return "", nil, jsonProblem(where, err)
+	}
+	id := r.ID
 	d := &qhinv1.Demographics{BirthDate: r.BirthDate, Gender: r.Gender}
 	if d.BirthDate != "" {
 		if _, ok := parseDate(d.BirthDate); !ok {
-			return "", nil, fmt.Errorf("entry[%d]: Patient %s: birthDate is not a FHIR date", e.index, id)
+			return "", nil, fmt.Errorf("%s: birthDate is not a FHIR date", where)
 		}
 	}
 	switch d.Gender {
 	case "", "male", "female", "other", "unknown":
 	default:
-		return "", nil, fmt.Errorf("entry[%d]: Patient %s: gender is not a FHIR administrative gender", e.index, id)
+		return "", nil, fmt.Errorf("%s: gender is not a FHIR administrative gender", where)
 	}
 	if n := pickName(r.Name); n != nil {
 		var given []string
@@ -268,11 +340,23 @@ func (im *Importer) mapDocumentReference(ix *bundleIndex, patientOf map[int]stri
 		return plannedDocument{}, fmt.Errorf("%s: no valid id", where)
 	}
 	where = "DocumentReference " + r.ID
-	subject, ok := ix.resolve(r.Subject.Reference, "Patient")
-	if !ok {
-		return plannedDocument{}, fmt.Errorf("%s: subject does not reference a Patient in this bundle", where)
+	var pid string
+	if subject, ok := ix.resolve(r.Subject.Reference, "Patient"); ok {
+		pid = patientOf[subject.index]
+	} else {
+		id, ok := strings.CutPrefix(r.Subject.Reference, "Patient/")
+		known := false
+		if ok && fhirID.MatchString(id) && im.Sink != nil {
+			var err error
+			if known, err = im.Sink.HasPatient(id); err != nil {
+				return plannedDocument{}, fmt.Errorf("%s: look up its subject: %w", where, err)
+			}
+		}
+		if !known {
+			return plannedDocument{}, fmt.Errorf("%s: subject: references neither a Patient in this bundle nor one this member holds", where)
+		}
+		pid = id
 	}
-	pid := patientOf[subject.index]
 	if len(r.Content) == 0 {
 		return plannedDocument{}, fmt.Errorf("%s: no content", where)
 	}
@@ -310,10 +394,11 @@ func (im *Importer) mapDocumentReference(ix *bundleIndex, patientOf map[int]stri
 		if b.Data == nil {
 			return plannedDocument{}, fmt.Errorf("%s: its Binary (entry[%d]) has no data", where, bin.index)
 		}
-		data = *b.Data
-		if b.ContentType != "" {
-			contentType = b.ContentType
+		if b.ContentType == "" {
+			return plannedDocument{}, fmt.Errorf("%s: its Binary (entry[%d]) has no contentType (required)", where, bin.index)
 		}
+		data = *b.Data
+		contentType = b.ContentType
 	default:
 		return plannedDocument{}, fmt.Errorf("%s: attachment has neither data nor url", where)
 	}
@@ -337,7 +422,7 @@ func (im *Importer) mapDocumentReference(ix *bundleIndex, patientOf map[int]stri
 	}
 	title := firstNonEmpty(r.Description, r.Type.Text, typeDisplay, att.Title, "Document")
 	return plannedDocument{
-		meta: &qhinv1.DocumentMetadata{
+		Meta: &qhinv1.DocumentMetadata{
 			Id:                  r.ID,
 			Patient:             &qhinv1.PatientLink{ParticipantId: im.ParticipantID, PatientId: pid},
 			TypeCode:            typeCode,
@@ -347,7 +432,7 @@ func (im *Importer) mapDocumentReference(ix *bundleIndex, patientOf map[int]stri
 			ContentType:         contentType,
 			SourceParticipantId: im.ParticipantID,
 		},
-		content: content,
+		Content: content,
 	}, nil
 }
 

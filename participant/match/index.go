@@ -81,12 +81,42 @@ func (x *Index) Records() []Record {
 
 // Add files the record r of patient id, replacing any record id had.
 func (x *Index) Add(id string, r Record) {
-	r.Given = slices.Clone(r.Given) // the caller may reuse its slice
-	p := prepare(r)
-	var kbuf [numKeys]uint64
-	keys := blockKeys(&p, kbuf[:0])
+	x.Update([]Entry{{ID: id, Record: r}}, nil)
+}
+
+// Entry is one patient's record, for [Index.Update].
+type Entry struct {
+	ID     string
+	Record Record
+}
+
+// Update removes the patients of remove, then files every entry of add
+// (replacing the records they had), as one change: a search sees either
+// none of it or all of it.
+func (x *Index) Update(add []Entry, remove []string) {
+	type filed struct {
+		p    prepared
+		keys []uint64
+	}
+	prepped := make([]filed, len(add))
+	for i, e := range add {
+		r := e.Record
+		r.Given = slices.Clone(r.Given) // the caller may reuse its slice
+		p := prepare(r)
+		prepped[i] = filed{p: p, keys: blockKeys(&p, make([]uint64, 0, numKeys))}
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	for _, id := range remove {
+		x.removeLocked(id)
+	}
+	for i, e := range add {
+		x.addLocked(e.ID, prepped[i].p, prepped[i].keys)
+	}
+}
+
+// addLocked files p under keys for patient id. x.mu is held.
+func (x *Index) addLocked(id string, p prepared, keys []uint64) {
 	slot, ok := x.slots[id]
 	if ok {
 		x.unfile(slot)
@@ -113,6 +143,10 @@ func (x *Index) Add(id string, r Record) {
 func (x *Index) Remove(id string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.removeLocked(id)
+}
+
+func (x *Index) removeLocked(id string) {
 	slot, ok := x.slots[id]
 	if !ok {
 		return

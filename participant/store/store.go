@@ -289,39 +289,7 @@ func (s *Store) PutDocuments(ctx context.Context, docs []NewDocument) error {
 	defer s.putMu.Unlock()
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, d := range docs {
-			m := proto.Clone(d.Meta).(*qhinv1.DocumentMetadata)
-			patientID := m.GetPatient().GetPatientId()
-			if m.Id == "" || patientID == "" {
-				return errors.New("put documents: a document lacks an id or a patient")
-			}
-			if tx.Bucket(bucketPatients).Get([]byte(patientID)) == nil {
-				return fmt.Errorf("put document %s: patient %s: %w", m.Id, patientID, ErrNotFound)
-			}
-			id := []byte(m.Id)
-			if err := deleteDocument(tx, id); err != nil {
-				return err
-			}
-			chunks, err := tx.Bucket(bucketContent).CreateBucket(id)
-			if err != nil {
-				return err
-			}
-			chunks.FillPercent = 1.0
-			for seq, off := uint64(0), 0; off < len(d.Content); seq, off = seq+1, off+ChunkSize {
-				if err := chunks.Put(chunkKey(seq), d.Content[off:min(off+ChunkSize, len(d.Content))]); err != nil {
-					return err
-				}
-			}
-			sum := sha256.Sum256(d.Content)
-			m.Size = int64(len(d.Content))
-			m.Sha256 = hex.EncodeToString(sum[:])
-			enc, err := proto.Marshal(m)
-			if err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketDocuments).Put(id, enc); err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketPatientDocs).Put(patientDocKey(patientID, m.Id), nil); err != nil {
+			if err := putDocument(tx, d); err != nil {
 				return err
 			}
 		}

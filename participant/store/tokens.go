@@ -347,45 +347,7 @@ func (s *Store) PatientTokensOf(id string) (keyID string, own, aliases []Token, 
 // tokens no other patient holds are queued for withdrawal. Deleting a
 // patient the store does not hold is ErrNotFound.
 func (s *Store) DeletePatient(ctx context.Context, id string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	s.putMu.Lock()
-	defer s.putMu.Unlock()
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketPatients).Get([]byte(id)) == nil {
-			return fmt.Errorf("patient %s: %w", id, ErrNotFound)
-		}
-		var docs [][]byte
-		c := tx.Bucket(bucketPatientDocs).Cursor()
-		prefix := patientDocKey(id, "")
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			docs = append(docs, bytes.Clone(k))
-		}
-		for _, k := range docs {
-			if err := deleteDocument(tx, k[len(prefix):]); err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketPatientDocs).Delete(k); err != nil {
-				return err
-			}
-		}
-		t := tokenTx{tx}
-		old, err := t.entry(id)
-		if err != nil {
-			return err
-		}
-		if old != nil {
-			if err := t.replace(id, old, nil); err != nil {
-				return err
-			}
-		}
-		return tx.Bucket(bucketPatients).Delete([]byte(id))
-	})
-	if err != nil {
-		return fmt.Errorf("delete patient: %w", err)
-	}
-	return nil
+	return s.Apply(ctx, Batch{DeletePatients: []string{id}})
 }
 
 // TokenChange is tokens under one key that the brokers must learn the
