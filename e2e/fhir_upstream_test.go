@@ -54,11 +54,11 @@ func TestFHIR_UpstreamMode(t *testing.T) {
 		}
 		return nil
 	})
-	var atP2, atP3 string
+	var atP2, atP3, linkP2 string
 	for _, l := range found.Persons[0].Links {
 		switch l.ParticipantId {
 		case "p2":
-			atP2 = l.PatientId
+			atP2, linkP2 = l.PatientId, l.Link
 		case "p3":
 			atP3 = l.PatientId
 		}
@@ -68,7 +68,7 @@ func TestFHIR_UpstreamMode(t *testing.T) {
 	}
 
 	docs, err := gw.QueryDocuments(callCtx(t), &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TREAT", Requester: requester(),
-		Links: []*qhinv1.PatientLink{{ParticipantId: "p2", PatientId: atP2}}})
+		Links: []*qhinv1.PatientLink{{Link: linkP2}}})
 	if err != nil || len(docs.Documents) == 0 {
 		t.Fatalf("documents through p2's upstream: %v, %v", docs, err)
 	}
@@ -77,7 +77,7 @@ func TestFHIR_UpstreamMode(t *testing.T) {
 			t.Fatalf("document listed through the upstream: %v", m)
 		}
 		stream, err := gw.RetrieveDocument(callCtx(t), &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TREAT", Requester: requester(),
-			Link: &qhinv1.DocumentLink{ParticipantId: "p2", DocumentId: m.Id}})
+			Link: &qhinv1.DocumentLink{Link: m.Link}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -277,7 +277,7 @@ func linkValue(l *qhinv1.PersonLink) string { return l.ParticipantId + "/" + l.P
 func patientLinks(ls []*qhinv1.PersonLink) []*qhinv1.PatientLink {
 	out := make([]*qhinv1.PatientLink, len(ls))
 	for i, l := range ls {
-		out[i] = &qhinv1.PatientLink{ParticipantId: l.ParticipantId, PatientId: l.PatientId}
+		out[i] = &qhinv1.PatientLink{ParticipantId: l.ParticipantId, PatientId: l.PatientId, Link: l.Link}
 	}
 	return out
 }
@@ -288,7 +288,7 @@ func documentLink(m *qhinv1.DocumentMetadata) *qhinv1.DocumentLink {
 	if holder == "" {
 		holder = m.GetPatient().GetParticipantId()
 	}
-	return &qhinv1.DocumentLink{ParticipantId: holder, DocumentId: m.Id}
+	return &qhinv1.DocumentLink{ParticipantId: holder, DocumentId: m.Id, Link: m.Link}
 }
 
 // uuidOf formats 32 base32 characters of a random id as a UUID-shaped URN

@@ -210,9 +210,11 @@ func needNetwork(c *caller, typ string) error {
 }
 
 // requesterOf is the end user as the network receives it. The NPI, when
-// the EHR gives one, stands for the user where no other id was given.
+// the EHR gives one, travels as the requester's NPI (the brokers check it,
+// and require it for T-TRTMNT) and stands for the user where no other id
+// was given.
 func requesterOf(c *caller) *qhinv1.Requester {
-	r := &qhinv1.Requester{Id: c.requester.GetId(), Name: c.requester.GetName(), Role: c.requester.GetRole(), Organization: c.requester.GetOrganization()}
+	r := &qhinv1.Requester{Id: c.requester.GetId(), Name: c.requester.GetName(), Role: c.requester.GetRole(), Organization: c.requester.GetOrganization(), Npi: c.npi}
 	if r.Id == "" {
 		r.Id = c.npi
 	}
