@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/openqhin/openqhin/broker/client"
+	"github.com/openqhin/openqhin/participant"
 	"github.com/openqhin/openqhin/participant/facade"
 )
 
@@ -25,7 +26,7 @@ func (n *Network) startFacade(p *ParticipantNode) error {
 		return fmt.Errorf("participant %s: fhir: %w", p.ID, err)
 	}
 	f, err := facade.New(facade.Config{
-		ParticipantID: p.ID, TrustDomain: n.td.Name(), Gateway: conn.Gateway(), Local: p.Server, Logger: n.log,
+		ParticipantID: p.ID, TrustDomain: n.td.Name(), Gateway: participant.GatewayWithTokens(conn.Gateway(), n.opts.LinkageKey), Local: p.Server, Logger: n.log,
 		Verifier: n.opts.FHIRVerifier,
 	})
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/openqhin/openqhin/broker"
 )
 
 // A person no synthetic population holds.
@@ -255,4 +257,32 @@ func (zeros) Read(p []byte) (int, error) {
 		p[i] = ' '
 	}
 	return len(p), nil
+}
+
+// TestFHIR_LiveFeedPublishesLocatorTokens: with a linkage key, a patient the
+// EHR writes through the facade has its record-locator tokens published
+// before long, and the facade's own searches carry tokens: with the brokers
+// routing targeted-only (no broadcast), another member's search finds the
+// newcomer only through the locator. A DELETE withdraws the tokens.
+func TestFHIR_LiveFeedPublishesLocatorTokens(t *testing.T) {
+	n, _ := startNetwork(t, Options{Participants: 3, FHIR: true, LinkageKey: newKey(t), Routing: broker.RoutingTargetedOnly})
+	ehr1, ehr2 := newFHIREHR(t, n, 0), newFHIREHR(t, n, 1)
+	search := func(phase string) []any {
+		t.Helper()
+		return matchEntries(ehr1.do("GET", "/Patient?"+newcomerQuery.Encode(), nil).want(t, phase, 200, "").json)
+	}
+	if got := search("before the feed"); len(got) != 0 {
+		t.Fatalf("the newcomer is found before the feed: %v", got)
+	}
+	ehr2.do("POST", "/", feedBundle(t, "a note")).want(t, "transaction", 200, "")
+	waitLocator(t, n, "tokens of the fed patient")
+	got := search("after the feed")
+	if len(got) != 1 || str(path(got[0], "resource", "identifier", 0, "value")) != "p2/feed-0001" {
+		t.Fatalf("phase %q: a targeted-only search does not find the newcomer at p2: %v", "after the feed", got)
+	}
+	ehr2.do("DELETE", "/Patient/feed-0001", nil).want(t, "delete", 200, "")
+	waitLocator(t, n, "tokens of the deleted patient withdrawn")
+	if got := search("after the delete"); len(got) != 0 {
+		t.Fatalf("phase %q: the deleted patient is still found: %v", "after the delete", got)
+	}
 }

@@ -69,12 +69,7 @@ func (r *Relay) record(ctx context.Context, method, action, purposeCode string, 
 
 // DiscoverPatients implements qhinv1.GatewayServer.
 func (r *Relay) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPatientsRequest) (*qhinv1.DiscoverPatientsResponse, error) {
-	if r.key != nil && len(req.LocatorTokens) == 0 {
-		if t := r.key.QueryTokens(req.Demographics); t != nil {
-			req = proto.Clone(req).(*qhinv1.DiscoverPatientsRequest)
-			req.LocatorTokens = []*qhinv1.LocatorTokens{t}
-		}
-	}
+	req = withTokens(req, r.key)
 	resp, err := r.conn.Gateway().DiscoverPatients(ctx, req)
 	if err != nil {
 		return nil, err
@@ -378,4 +373,39 @@ func UnixCaller(ctx context.Context) (string, bool) {
 		return "unix", true
 	}
 	return fmt.Sprintf("unix:%d", info.uid), true
+}
+
+// withTokens returns req with the record-locator tokens of its demographics
+// under key, when it carries none and a key is given; req itself otherwise.
+func withTokens(req *qhinv1.DiscoverPatientsRequest, key *match.LinkageKey) *qhinv1.DiscoverPatientsRequest {
+	if key == nil || len(req.LocatorTokens) > 0 {
+		return req
+	}
+	t := key.QueryTokens(req.Demographics)
+	if t == nil {
+		return req
+	}
+	req = proto.Clone(req).(*qhinv1.DiscoverPatientsRequest)
+	req.LocatorTokens = []*qhinv1.LocatorTokens{t}
+	return req
+}
+
+// GatewayWithTokens is gw whose discovery queries carry the record-locator
+// tokens of their demographics under key (gw itself when key is nil): the
+// member's own queries, from its FHIR facade as from its EHR API, are then
+// routed to the members that hold the person.
+func GatewayWithTokens(gw qhinv1.GatewayClient, key *match.LinkageKey) qhinv1.GatewayClient {
+	if key == nil {
+		return gw
+	}
+	return tokenGateway{GatewayClient: gw, key: key}
+}
+
+type tokenGateway struct {
+	qhinv1.GatewayClient
+	key *match.LinkageKey
+}
+
+func (g tokenGateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPatientsRequest, opts ...grpc.CallOption) (*qhinv1.DiscoverPatientsResponse, error) {
+	return g.GatewayClient.DiscoverPatients(ctx, withTokens(req, g.key), opts...)
 }

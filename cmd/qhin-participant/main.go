@@ -110,7 +110,7 @@ func run() error {
 	if fhir.listen != "" {
 		var gw qhinv1.GatewayClient
 		if conn != nil {
-			gw = conn.Gateway()
+			gw = participant.GatewayWithTokens(conn.Gateway(), cfg.LinkageKey)
 		}
 		url, stopFHIR, err := fhir.serve(ctx, s, gw, src, log, served)
 		if err != nil {
