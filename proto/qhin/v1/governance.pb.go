@@ -361,9 +361,10 @@ type AuditEntry struct {
 	Hash []byte `protobuf:"bytes,18,opt,name=hash,proto3" json:"hash,omitempty"`
 	// Why emergency access was declared, as the initiator stated it.
 	EmergencyReason string `protobuf:"bytes,30,opt,name=emergency_reason,json=emergencyReason,proto3" json:"emergency_reason,omitempty"`
-	// Records the action touched, as (member, local patient id) references:
-	// "rec:" and a SHA-256 prefix of "member/patient id" (qhinctl audit
-	// disclosures computes the same to find a patient's entries).
+	// Records the action touched, as references to (member, local patient
+	// id): "rec:" and a digest of the two (broker/audit.RecordRef); the
+	// accounting of disclosures computes the same to find a patient's
+	// entries. A patient filter matches them too.
 	RecordRefs    []string `protobuf:"bytes,31,rep,name=record_refs,json=recordRefs,proto3" json:"record_refs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
