@@ -29,6 +29,7 @@ var auditedMethods = map[string]string{
 	qhinv1.Audit_VerifyLedger_FullMethodName:             "audit-verify",
 	qhinv1.Consent_SetConsent_FullMethodName:             "consent-set",
 	qhinv1.Consent_RevokeConsent_FullMethodName:          "consent-revoke",
+	qhinv1.Consent_ListDisclosures_FullMethodName:        "disclosures-read",
 }
 
 // errNotRecorded refuses to hand out what the ledger could not record.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -367,4 +368,57 @@ func linkRecords(links []*qhinv1.PatientLink) []string {
 		out[i] = audit.RecordRef(l.ParticipantId, l.PatientId)
 	}
 	return out
+}
+
+// disclosingActions are the ledger actions that disclose the records they
+// name.
+var disclosingActions = []string{audit.ActionDiscover, audit.ActionDocuments, audit.ActionRetrieve}
+
+// ListDisclosures returns the disclosures of a record this broker's
+// ledger holds.
+func (c *consentService) ListDisclosures(ctx context.Context, req *qhinv1.ListDisclosuresRequest) (*qhinv1.ListDisclosuresResponse, error) {
+	if err := c.checkSizes(req); err != nil {
+		return nil, err
+	}
+	home, err := c.home(ctx, "participant_id", req.ParticipantId)
+	if err != nil {
+		return nil, err
+	}
+	if req.PatientId == "" {
+		return nil, invalid("patient_id", "required: the member's local patient id")
+	}
+	if c.s.ledger == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this broker keeps no audit ledger")
+	}
+	limit := int(req.Limit)
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, audit.MaxList)
+	f := audit.Filter{Patient: audit.RecordRef(home, req.PatientId), Limit: audit.MaxList}
+	if req.Since != nil {
+		f.Since = req.Since.AsTime()
+	}
+	resp := &qhinv1.ListDisclosuresResponse{Node: c.s.ledger.Node()}
+	for len(resp.Disclosures) < limit {
+		entries, next, err := c.s.ledger.List(f)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "read the audit ledger: %v", err)
+		}
+		for _, e := range entries {
+			if e.Outcome != codes.OK.String() || !slices.Contains(disclosingActions, e.Action) || len(resp.Disclosures) == limit {
+				continue
+			}
+			resp.Disclosures = append(resp.Disclosures, &qhinv1.Disclosure{
+				Time: e.Time, InitiatorParticipantId: e.InitiatorParticipantId, EndUser: e.EndUser, PurposeOfUse: e.PurposeOfUse,
+				Action: e.Action, Emergency: e.Emergency, EmergencyReason: e.EmergencyReason, QueryId: e.QueryId,
+				Broker: c.s.ledger.Node(), Seq: e.Seq,
+			})
+		}
+		if next == 0 {
+			break
+		}
+		f.Before = next
+	}
+	return resp, nil
 }

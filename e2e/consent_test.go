@@ -286,3 +286,127 @@ func TestConsent_OnlyTheHomeMemberRecords(t *testing.T) {
 		t.Errorf("p2 reads its patient's directive: %v, %v; want T-PYMNT denied, recorded by the operator", got, err)
 	}
 }
+
+// TestConsent_BreakTheGlass: p1's patient opted out but allows an emergency
+// override; p2's opted out without one. A treatment query declared as an
+// emergency, with a reason, reaches p1's record and not p2's; without the
+// declaration it reaches neither. A declaration without a reason, or on a
+// purpose other than treatment, is refused naming the field. The emergency
+// access is marked in the brokers' ledgers and shows in p1's accounting of
+// disclosures; the refused one does not.
+func TestConsent_BreakTheGlass(t *testing.T) {
+	n, _ := startNetwork(t, Options{Brokers: 2, Participants: 4})
+	seedMaria(t, n)
+	ctx := callCtx(t)
+	if _, err := consentClient(t, n, 0).SetConsent(ctx, &qhinv1.SetConsentRequest{Directive: &qhinv1.ConsentDirective{
+		PatientId: "p1-mrn-001", OptOut: true, EmergencyOverride: true,
+		RecordedBy: &qhinv1.ConsentRecorder{ProxyName: "Ana Ordóñez", ProxyRelationship: "daughter"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := consentClient(t, n, 1).RevokeConsent(ctx, &qhinv1.RevokeConsentRequest{PatientId: "p2-000042"}); err != nil {
+		t.Fatal(err)
+	}
+	gw := dial(t, n, n.ParticipantSource(3)).Gateway()
+	const reason = "unresponsive in the emergency department"
+	discover := func(purpose string, emergency bool, why string) (*qhinv1.DiscoverPatientsResponse, error) {
+		return gw.DiscoverPatients(ctx, &qhinv1.DiscoverPatientsRequest{PurposeOfUse: purpose, Requester: requester(), Demographics: maria,
+			Emergency: emergency, EmergencyReason: why})
+	}
+
+	plain, err := discover("T-TRTMNT", false, "")
+	if err != nil || discloses(plain.Persons, "p1", "p1-mrn-001") || discloses(plain.Persons, "p2", "p2-000042") {
+		t.Fatalf("phase %q: %v, %v; want neither record", "no emergency", plain.GetPersons(), err)
+	}
+	glass, err := discover("T-TRTMNT", true, reason)
+	if err != nil || !discloses(glass.Persons, "p1", "p1-mrn-001") || discloses(glass.Persons, "p2", "p2-000042") {
+		t.Fatalf("phase %q: %v, %v; want p1's record only", "emergency", glass.GetPersons(), err)
+	}
+	// The emergency reaches the documents and their content too.
+	docs, err := gw.QueryDocuments(ctx, &qhinv1.QueryDocumentsRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
+		Links: []*qhinv1.PatientLink{personLinks(glass.Persons)["p1"]}, Emergency: true, EmergencyReason: reason})
+	if err != nil || len(docs.Documents) != 2 {
+		t.Fatalf("phase %q: %v, %v; want p1's 2 documents", "emergency documents", docs, err)
+	}
+	if _, err := readDoc(ctx, gw, docs.Documents[0].Link, false); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("retrieval without the emergency: %v, want PermissionDenied", err)
+	}
+	if _, err := readDoc(ctx, gw, docs.Documents[0].Link, true); err != nil {
+		t.Errorf("emergency retrieval: %v", err)
+	}
+
+	for _, tc := range []struct {
+		name, purpose, reason, field string
+		emergency                    bool
+	}{
+		{"no reason", "T-TRTMNT", "", "emergency_reason", true},
+		{"payment", "T-PYMNT", reason, "emergency", true},
+		{"reason without the flag", "T-TRTMNT", reason, "emergency_reason", false},
+	} {
+		_, err := discover(tc.purpose, tc.emergency, tc.reason)
+		if status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), tc.field+":") {
+			t.Errorf("%s: %v, want InvalidArgument naming %s", tc.name, err, tc.field)
+		}
+	}
+
+	// The accounting, from every broker's ledger.
+	var all []*qhinv1.Disclosure
+	for _, b := range n.Brokers {
+		c, err := client.Dial([]string{b.GRPCAddr}, n.ParticipantSource(0), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := qhinv1.NewConsentClient(c.ClientConn).ListDisclosures(ctx, &qhinv1.ListDisclosuresRequest{PatientId: "p1-mrn-001"})
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, resp.Disclosures...)
+	}
+	actions := map[string]int{}
+	for _, d := range all {
+		if d.InitiatorParticipantId != "p4" || d.PurposeOfUse != "T-TRTMNT" || d.EndUser.GetId() == "" {
+			t.Errorf("disclosure %v: want p4's T-TRTMNT with its end user", d)
+		}
+		if d.Emergency && d.EmergencyReason == reason {
+			actions[d.Action]++
+		} else {
+			actions["not emergency: "+d.Action]++
+		}
+	}
+	want := map[string]int{"discover": 1, "documents": 1, "retrieve": 1}
+	if fmt.Sprint(actions) != fmt.Sprint(want) {
+		t.Errorf("p1's accounting: %v, want the emergency discovery, document query and retrieval only", actions)
+	}
+	// p2's patient was not disclosed: its accounting is empty.
+	resp, err := consentClient(t, n, 1).ListDisclosures(ctx, &qhinv1.ListDisclosuresRequest{PatientId: "p2-000042"})
+	if err != nil || len(resp.Disclosures) != 0 {
+		t.Errorf("p2's accounting: %v, %v; want none", resp.GetDisclosures(), err)
+	}
+	// A member reads only its own patients' accounting.
+	if _, err := consentClient(t, n, 1).ListDisclosures(ctx, &qhinv1.ListDisclosuresRequest{ParticipantId: "p1", PatientId: "p1-mrn-001"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("p2 reads p1's accounting: %v, want PermissionDenied", err)
+	}
+}
+
+// readDoc retrieves a document, as an emergency access or not.
+func readDoc(ctx context.Context, gw qhinv1.GatewayClient, link string, emergency bool) (int, error) {
+	req := &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(), Link: &qhinv1.DocumentLink{Link: link}}
+	if emergency {
+		req.Emergency, req.EmergencyReason = true, "unresponsive in the emergency department"
+	}
+	stream, err := gw.RetrieveDocument(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	size := 0
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return size, nil
+		}
+		if err != nil {
+			return size, err
+		}
+		size += len(msg.GetChunk())
+	}
+}

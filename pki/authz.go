@@ -69,6 +69,9 @@ var DefaultPolicy = Policy{
 	qhinv1.Consent_SetConsent_FullMethodName:    {RoleParticipant, RoleOperator},
 	qhinv1.Consent_RevokeConsent_FullMethodName: {RoleParticipant, RoleOperator},
 	qhinv1.Consent_GetConsent_FullMethodName:    {RoleParticipant, RoleOperator},
+	// The accounting of a member's patient's disclosures, from each
+	// broker's ledger.
+	qhinv1.Consent_ListDisclosures_FullMethodName: {RoleParticipant, RoleOperator},
 
 	"/grpc.health.v1.Health/Check": everyone,
 	"/grpc.health.v1.Health/Watch": everyone,

@@ -256,9 +256,11 @@ var wantCallers = map[string][]Role{
 	"/qhin.v1.Locator/LocatorStatus":  {RoleOperator},
 	"/qhin.v1.Audit/ListEntries":      {RoleOperator},
 	"/qhin.v1.Audit/VerifyLedger":     {RoleOperator},
-	"/qhin.v1.Consent/SetConsent":     {RoleParticipant, RoleOperator},
-	"/qhin.v1.Consent/RevokeConsent":  {RoleParticipant, RoleOperator},
-	"/qhin.v1.Consent/GetConsent":     {RoleParticipant, RoleOperator},
+
+	"/qhin.v1.Consent/SetConsent":      {RoleParticipant, RoleOperator},
+	"/qhin.v1.Consent/RevokeConsent":   {RoleParticipant, RoleOperator},
+	"/qhin.v1.Consent/GetConsent":      {RoleParticipant, RoleOperator},
+	"/qhin.v1.Consent/ListDisclosures": {RoleParticipant, RoleOperator},
 }
 
 // TestDefaultPolicy_EveryMethodAsEveryRole calls every RPC of qhin.v1 as

@@ -595,11 +595,255 @@ func (x *GetConsentResponse) GetDirective() *ConsentDirective {
 	return nil
 }
 
+type ListDisclosuresRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The patient's home member; a member's call may leave it empty.
+	ParticipantId string `protobuf:"bytes,1,opt,name=participant_id,json=participantId,proto3" json:"participant_id,omitempty"`
+	PatientId     string `protobuf:"bytes,2,opt,name=patient_id,json=patientId,proto3" json:"patient_id,omitempty"`
+	// Only disclosures at or after this time.
+	Since *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	// At most this many, newest first (default 100, at most 1000).
+	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDisclosuresRequest) Reset() {
+	*x = ListDisclosuresRequest{}
+	mi := &file_qhin_v1_consent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDisclosuresRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDisclosuresRequest) ProtoMessage() {}
+
+func (x *ListDisclosuresRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_consent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDisclosuresRequest.ProtoReflect.Descriptor instead.
+func (*ListDisclosuresRequest) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListDisclosuresRequest) GetParticipantId() string {
+	if x != nil {
+		return x.ParticipantId
+	}
+	return ""
+}
+
+func (x *ListDisclosuresRequest) GetPatientId() string {
+	if x != nil {
+		return x.PatientId
+	}
+	return ""
+}
+
+func (x *ListDisclosuresRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListDisclosuresRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// Disclosure is one query that disclosed the record.
+type Disclosure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// The member the record was disclosed to, and its end user.
+	InitiatorParticipantId string     `protobuf:"bytes,2,opt,name=initiator_participant_id,json=initiatorParticipantId,proto3" json:"initiator_participant_id,omitempty"`
+	EndUser                *Requester `protobuf:"bytes,3,opt,name=end_user,json=endUser,proto3" json:"end_user,omitempty"`
+	PurposeOfUse           string     `protobuf:"bytes,4,opt,name=purpose_of_use,json=purposeOfUse,proto3" json:"purpose_of_use,omitempty"`
+	// discover, documents or retrieve.
+	Action          string `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
+	Emergency       bool   `protobuf:"varint,6,opt,name=emergency,proto3" json:"emergency,omitempty"`
+	EmergencyReason string `protobuf:"bytes,7,opt,name=emergency_reason,json=emergencyReason,proto3" json:"emergency_reason,omitempty"`
+	QueryId         string `protobuf:"bytes,8,opt,name=query_id,json=queryId,proto3" json:"query_id,omitempty"`
+	// The broker whose ledger recorded it, and the entry's sequence number.
+	Broker        string `protobuf:"bytes,9,opt,name=broker,proto3" json:"broker,omitempty"`
+	Seq           uint64 `protobuf:"varint,10,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Disclosure) Reset() {
+	*x = Disclosure{}
+	mi := &file_qhin_v1_consent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Disclosure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Disclosure) ProtoMessage() {}
+
+func (x *Disclosure) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_consent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Disclosure.ProtoReflect.Descriptor instead.
+func (*Disclosure) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Disclosure) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Disclosure) GetInitiatorParticipantId() string {
+	if x != nil {
+		return x.InitiatorParticipantId
+	}
+	return ""
+}
+
+func (x *Disclosure) GetEndUser() *Requester {
+	if x != nil {
+		return x.EndUser
+	}
+	return nil
+}
+
+func (x *Disclosure) GetPurposeOfUse() string {
+	if x != nil {
+		return x.PurposeOfUse
+	}
+	return ""
+}
+
+func (x *Disclosure) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *Disclosure) GetEmergency() bool {
+	if x != nil {
+		return x.Emergency
+	}
+	return false
+}
+
+func (x *Disclosure) GetEmergencyReason() string {
+	if x != nil {
+		return x.EmergencyReason
+	}
+	return ""
+}
+
+func (x *Disclosure) GetQueryId() string {
+	if x != nil {
+		return x.QueryId
+	}
+	return ""
+}
+
+func (x *Disclosure) GetBroker() string {
+	if x != nil {
+		return x.Broker
+	}
+	return ""
+}
+
+func (x *Disclosure) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+type ListDisclosuresResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SPIFFE ID of the answering broker.
+	Node          string        `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Disclosures   []*Disclosure `protobuf:"bytes,2,rep,name=disclosures,proto3" json:"disclosures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDisclosuresResponse) Reset() {
+	*x = ListDisclosuresResponse{}
+	mi := &file_qhin_v1_consent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDisclosuresResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDisclosuresResponse) ProtoMessage() {}
+
+func (x *ListDisclosuresResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_consent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDisclosuresResponse.ProtoReflect.Descriptor instead.
+func (*ListDisclosuresResponse) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListDisclosuresResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ListDisclosuresResponse) GetDisclosures() []*Disclosure {
+	if x != nil {
+		return x.Disclosures
+	}
+	return nil
+}
+
 var File_qhin_v1_consent_proto protoreflect.FileDescriptor
 
 const file_qhin_v1_consent_proto_rawDesc = "" +
 	"\n" +
-	"\x15qhin/v1/consent.proto\x12\aqhin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"u\n" +
+	"\x15qhin/v1/consent.proto\x12\aqhin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13qhin/v1/types.proto\"u\n" +
 	"\x0fConsentRecorder\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x1d\n" +
 	"\n" +
@@ -646,13 +890,36 @@ const file_qhin_v1_consent_proto_rawDesc = "" +
 	"\n" +
 	"patient_id\x18\x02 \x01(\tR\tpatientId\"M\n" +
 	"\x12GetConsentResponse\x127\n" +
-	"\tdirective\x18\x01 \x01(\v2\x19.qhin.v1.ConsentDirectiveR\tdirective2\xe7\x01\n" +
+	"\tdirective\x18\x01 \x01(\v2\x19.qhin.v1.ConsentDirectiveR\tdirective\"\xa6\x01\n" +
+	"\x16ListDisclosuresRequest\x12%\n" +
+	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x12\x1d\n" +
+	"\n" +
+	"patient_id\x18\x02 \x01(\tR\tpatientId\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"\xf1\x02\n" +
+	"\n" +
+	"Disclosure\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x128\n" +
+	"\x18initiator_participant_id\x18\x02 \x01(\tR\x16initiatorParticipantId\x12-\n" +
+	"\bend_user\x18\x03 \x01(\v2\x12.qhin.v1.RequesterR\aendUser\x12$\n" +
+	"\x0epurpose_of_use\x18\x04 \x01(\tR\fpurposeOfUse\x12\x16\n" +
+	"\x06action\x18\x05 \x01(\tR\x06action\x12\x1c\n" +
+	"\temergency\x18\x06 \x01(\bR\temergency\x12)\n" +
+	"\x10emergency_reason\x18\a \x01(\tR\x0femergencyReason\x12\x19\n" +
+	"\bquery_id\x18\b \x01(\tR\aqueryId\x12\x16\n" +
+	"\x06broker\x18\t \x01(\tR\x06broker\x12\x10\n" +
+	"\x03seq\x18\n" +
+	" \x01(\x04R\x03seq\"d\n" +
+	"\x17ListDisclosuresResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x125\n" +
+	"\vdisclosures\x18\x02 \x03(\v2\x13.qhin.v1.DisclosureR\vdisclosures2\xbd\x02\n" +
 	"\aConsent\x12E\n" +
 	"\n" +
 	"SetConsent\x12\x1a.qhin.v1.SetConsentRequest\x1a\x1b.qhin.v1.SetConsentResponse\x12N\n" +
 	"\rRevokeConsent\x12\x1d.qhin.v1.RevokeConsentRequest\x1a\x1e.qhin.v1.RevokeConsentResponse\x12E\n" +
 	"\n" +
-	"GetConsent\x12\x1a.qhin.v1.GetConsentRequest\x1a\x1b.qhin.v1.GetConsentResponseB3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
+	"GetConsent\x12\x1a.qhin.v1.GetConsentRequest\x1a\x1b.qhin.v1.GetConsentResponse\x12T\n" +
+	"\x0fListDisclosures\x12\x1f.qhin.v1.ListDisclosuresRequest\x1a .qhin.v1.ListDisclosuresResponseB3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
 
 var (
 	file_qhin_v1_consent_proto_rawDescOnce sync.Once
@@ -666,38 +933,48 @@ func file_qhin_v1_consent_proto_rawDescGZIP() []byte {
 	return file_qhin_v1_consent_proto_rawDescData
 }
 
-var file_qhin_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_qhin_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_qhin_v1_consent_proto_goTypes = []any{
-	(*ConsentRecorder)(nil),       // 0: qhin.v1.ConsentRecorder
-	(*ConsentDirective)(nil),      // 1: qhin.v1.ConsentDirective
-	(*ConsentRevoke)(nil),         // 2: qhin.v1.ConsentRevoke
-	(*SetConsentRequest)(nil),     // 3: qhin.v1.SetConsentRequest
-	(*SetConsentResponse)(nil),    // 4: qhin.v1.SetConsentResponse
-	(*RevokeConsentRequest)(nil),  // 5: qhin.v1.RevokeConsentRequest
-	(*RevokeConsentResponse)(nil), // 6: qhin.v1.RevokeConsentResponse
-	(*GetConsentRequest)(nil),     // 7: qhin.v1.GetConsentRequest
-	(*GetConsentResponse)(nil),    // 8: qhin.v1.GetConsentResponse
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*ConsentRecorder)(nil),         // 0: qhin.v1.ConsentRecorder
+	(*ConsentDirective)(nil),        // 1: qhin.v1.ConsentDirective
+	(*ConsentRevoke)(nil),           // 2: qhin.v1.ConsentRevoke
+	(*SetConsentRequest)(nil),       // 3: qhin.v1.SetConsentRequest
+	(*SetConsentResponse)(nil),      // 4: qhin.v1.SetConsentResponse
+	(*RevokeConsentRequest)(nil),    // 5: qhin.v1.RevokeConsentRequest
+	(*RevokeConsentResponse)(nil),   // 6: qhin.v1.RevokeConsentResponse
+	(*GetConsentRequest)(nil),       // 7: qhin.v1.GetConsentRequest
+	(*GetConsentResponse)(nil),      // 8: qhin.v1.GetConsentResponse
+	(*ListDisclosuresRequest)(nil),  // 9: qhin.v1.ListDisclosuresRequest
+	(*Disclosure)(nil),              // 10: qhin.v1.Disclosure
+	(*ListDisclosuresResponse)(nil), // 11: qhin.v1.ListDisclosuresResponse
+	(*timestamppb.Timestamp)(nil),   // 12: google.protobuf.Timestamp
+	(*Requester)(nil),               // 13: qhin.v1.Requester
 }
 var file_qhin_v1_consent_proto_depIdxs = []int32{
 	0,  // 0: qhin.v1.ConsentDirective.recorded_by:type_name -> qhin.v1.ConsentRecorder
-	9,  // 1: qhin.v1.ConsentDirective.updated:type_name -> google.protobuf.Timestamp
+	12, // 1: qhin.v1.ConsentDirective.updated:type_name -> google.protobuf.Timestamp
 	0,  // 2: qhin.v1.ConsentRevoke.recorded_by:type_name -> qhin.v1.ConsentRecorder
 	1,  // 3: qhin.v1.SetConsentRequest.directive:type_name -> qhin.v1.ConsentDirective
 	1,  // 4: qhin.v1.SetConsentResponse.directive:type_name -> qhin.v1.ConsentDirective
 	1,  // 5: qhin.v1.RevokeConsentResponse.directive:type_name -> qhin.v1.ConsentDirective
 	1,  // 6: qhin.v1.GetConsentResponse.directive:type_name -> qhin.v1.ConsentDirective
-	3,  // 7: qhin.v1.Consent.SetConsent:input_type -> qhin.v1.SetConsentRequest
-	5,  // 8: qhin.v1.Consent.RevokeConsent:input_type -> qhin.v1.RevokeConsentRequest
-	7,  // 9: qhin.v1.Consent.GetConsent:input_type -> qhin.v1.GetConsentRequest
-	4,  // 10: qhin.v1.Consent.SetConsent:output_type -> qhin.v1.SetConsentResponse
-	6,  // 11: qhin.v1.Consent.RevokeConsent:output_type -> qhin.v1.RevokeConsentResponse
-	8,  // 12: qhin.v1.Consent.GetConsent:output_type -> qhin.v1.GetConsentResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	12, // 7: qhin.v1.ListDisclosuresRequest.since:type_name -> google.protobuf.Timestamp
+	12, // 8: qhin.v1.Disclosure.time:type_name -> google.protobuf.Timestamp
+	13, // 9: qhin.v1.Disclosure.end_user:type_name -> qhin.v1.Requester
+	10, // 10: qhin.v1.ListDisclosuresResponse.disclosures:type_name -> qhin.v1.Disclosure
+	3,  // 11: qhin.v1.Consent.SetConsent:input_type -> qhin.v1.SetConsentRequest
+	5,  // 12: qhin.v1.Consent.RevokeConsent:input_type -> qhin.v1.RevokeConsentRequest
+	7,  // 13: qhin.v1.Consent.GetConsent:input_type -> qhin.v1.GetConsentRequest
+	9,  // 14: qhin.v1.Consent.ListDisclosures:input_type -> qhin.v1.ListDisclosuresRequest
+	4,  // 15: qhin.v1.Consent.SetConsent:output_type -> qhin.v1.SetConsentResponse
+	6,  // 16: qhin.v1.Consent.RevokeConsent:output_type -> qhin.v1.RevokeConsentResponse
+	8,  // 17: qhin.v1.Consent.GetConsent:output_type -> qhin.v1.GetConsentResponse
+	11, // 18: qhin.v1.Consent.ListDisclosures:output_type -> qhin.v1.ListDisclosuresResponse
+	15, // [15:19] is the sub-list for method output_type
+	11, // [11:15] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_qhin_v1_consent_proto_init() }
@@ -705,13 +982,14 @@ func file_qhin_v1_consent_proto_init() {
 	if File_qhin_v1_consent_proto != nil {
 		return
 	}
+	file_qhin_v1_types_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qhin_v1_consent_proto_rawDesc), len(file_qhin_v1_consent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

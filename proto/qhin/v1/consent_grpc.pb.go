@@ -19,9 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Consent_SetConsent_FullMethodName    = "/qhin.v1.Consent/SetConsent"
-	Consent_RevokeConsent_FullMethodName = "/qhin.v1.Consent/RevokeConsent"
-	Consent_GetConsent_FullMethodName    = "/qhin.v1.Consent/GetConsent"
+	Consent_SetConsent_FullMethodName      = "/qhin.v1.Consent/SetConsent"
+	Consent_RevokeConsent_FullMethodName   = "/qhin.v1.Consent/RevokeConsent"
+	Consent_GetConsent_FullMethodName      = "/qhin.v1.Consent/GetConsent"
+	Consent_ListDisclosures_FullMethodName = "/qhin.v1.Consent/ListDisclosures"
 )
 
 // ConsentClient is the client API for Consent service.
@@ -42,6 +43,11 @@ type ConsentClient interface {
 	RevokeConsent(ctx context.Context, in *RevokeConsentRequest, opts ...grpc.CallOption) (*RevokeConsentResponse, error)
 	// GetConsent returns a patient's directive.
 	GetConsent(ctx context.Context, in *GetConsentRequest, opts ...grpc.CallOption) (*GetConsentResponse, error)
+	// ListDisclosures returns, from the answering broker's own ledger, the
+	// disclosures of a member's record of a patient: when, to whom, for
+	// what purpose, emergency or not. Every broker keeps its own ledger: a
+	// full accounting asks every broker (qhinctl audit disclosures does).
+	ListDisclosures(ctx context.Context, in *ListDisclosuresRequest, opts ...grpc.CallOption) (*ListDisclosuresResponse, error)
 }
 
 type consentClient struct {
@@ -82,6 +88,16 @@ func (c *consentClient) GetConsent(ctx context.Context, in *GetConsentRequest, o
 	return out, nil
 }
 
+func (c *consentClient) ListDisclosures(ctx context.Context, in *ListDisclosuresRequest, opts ...grpc.CallOption) (*ListDisclosuresResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDisclosuresResponse)
+	err := c.cc.Invoke(ctx, Consent_ListDisclosures_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ConsentServer is the server API for Consent service.
 // All implementations must embed UnimplementedConsentServer
 // for forward compatibility.
@@ -100,6 +116,11 @@ type ConsentServer interface {
 	RevokeConsent(context.Context, *RevokeConsentRequest) (*RevokeConsentResponse, error)
 	// GetConsent returns a patient's directive.
 	GetConsent(context.Context, *GetConsentRequest) (*GetConsentResponse, error)
+	// ListDisclosures returns, from the answering broker's own ledger, the
+	// disclosures of a member's record of a patient: when, to whom, for
+	// what purpose, emergency or not. Every broker keeps its own ledger: a
+	// full accounting asks every broker (qhinctl audit disclosures does).
+	ListDisclosures(context.Context, *ListDisclosuresRequest) (*ListDisclosuresResponse, error)
 	mustEmbedUnimplementedConsentServer()
 }
 
@@ -118,6 +139,9 @@ func (UnimplementedConsentServer) RevokeConsent(context.Context, *RevokeConsentR
 }
 func (UnimplementedConsentServer) GetConsent(context.Context, *GetConsentRequest) (*GetConsentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetConsent not implemented")
+}
+func (UnimplementedConsentServer) ListDisclosures(context.Context, *ListDisclosuresRequest) (*ListDisclosuresResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDisclosures not implemented")
 }
 func (UnimplementedConsentServer) mustEmbedUnimplementedConsentServer() {}
 func (UnimplementedConsentServer) testEmbeddedByValue()                 {}
@@ -194,6 +218,24 @@ func _Consent_GetConsent_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Consent_ListDisclosures_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDisclosuresRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConsentServer).ListDisclosures(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Consent_ListDisclosures_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConsentServer).ListDisclosures(ctx, req.(*ListDisclosuresRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Consent_ServiceDesc is the grpc.ServiceDesc for Consent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -212,6 +254,10 @@ var Consent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetConsent",
 			Handler:    _Consent_GetConsent_Handler,
+		},
+		{
+			MethodName: "ListDisclosures",
+			Handler:    _Consent_ListDisclosures_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
