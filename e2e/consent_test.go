@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openqhin/openqhin/broker/audit"
 	"github.com/openqhin/openqhin/broker/client"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -376,6 +377,20 @@ func TestConsent_BreakTheGlass(t *testing.T) {
 	want := map[string]int{"discover": 1, "documents": 1, "retrieve": 1}
 	if fmt.Sprint(actions) != fmt.Sprint(want) {
 		t.Errorf("p1's accounting: %v, want the emergency discovery, document query and retrieval only", actions)
+	}
+	// p1's own ledger marks its answers to the emergency queries too.
+	entries, _, err := n.Participants[0].Server.Ledger().List(audit.Filter{Patient: "p1-mrn-001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	marked := 0
+	for _, e := range entries {
+		if e.Emergency && e.EmergencyReason == reason {
+			marked++
+		}
+	}
+	if marked < 2 {
+		t.Errorf("p1's ledger marks %d of its %d entries about the patient as the emergency access, want its discovery and document answers", marked, len(entries))
 	}
 	// p2's patient was not disclosed: its accounting is empty.
 	resp, err := consentClient(t, n, 1).ListDisclosures(ctx, &qhinv1.ListDisclosuresRequest{PatientId: "p2-000042"})
