@@ -1,7 +1,9 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"slices"
 	"testing"
 	"time"
@@ -165,5 +167,26 @@ func TestOpen_SchemaThreeFileGetsTheConsentTable(t *testing.T) {
 	}
 	if d, err := f.Consent(ConsentKey{"p1", "x"}); d != nil || err != nil {
 		t.Errorf("consent %v, %v", d, err)
+	}
+}
+
+// TestConsent_SnapshotCarriesDirectives: a restored snapshot holds the
+// directives, with the same digests.
+func TestConsent_SnapshotCarriesDirectives(t *testing.T) {
+	src := &applier{t: t, f: openFSM(t)}
+	src.apply(register(t, "p1", ""))
+	src.apply(revokeConsent(t, "p1", "mrn-1", t0, "T-PYMNT"))
+	data := snapshotOf(t, src.f)
+	dst := openFSM(t)
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatal(err)
+	}
+	d, err := dst.Consent(ConsentKey{"p1", "mrn-1"})
+	if err != nil || d == nil || !slices.Equal(d.DeniedPurposes, []string{"T-PYMNT"}) {
+		t.Fatalf("restored directive %v, %v", d, err)
+	}
+	want, got := src.f.Digests(), dst.Digests()
+	if diff := got.Diff(want); len(diff) != 0 || got.Tables[tableIndex(bucketConsent)].Count != 1 {
+		t.Errorf("restored digests differ in %v (consent %v)", diff, got.Tables[tableIndex(bucketConsent)])
 	}
 }
