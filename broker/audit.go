@@ -27,6 +27,9 @@ var auditedMethods = map[string]string{
 	qhinv1.Cluster_RestoreSnapshot_FullMethodName:        "snapshot-restore",
 	qhinv1.Audit_ListEntries_FullMethodName:              "audit-read",
 	qhinv1.Audit_VerifyLedger_FullMethodName:             "audit-verify",
+	qhinv1.Consent_SetConsent_FullMethodName:             "consent-set",
+	qhinv1.Consent_RevokeConsent_FullMethodName:          "consent-revoke",
+	qhinv1.Consent_ListDisclosures_FullMethodName:        "disclosures-read",
 }
 
 // errNotRecorded refuses to hand out what the ledger could not record.
@@ -35,11 +38,12 @@ var errNotRecorded = status.Error(codes.Unavailable, "this broker cannot record 
 // record writes a query's entry, and one entry per member that declined a
 // purpose it must answer, and returns once they are durable. The caller
 // must not answer when it fails.
-func (g *gateway) record(ctx context.Context, method, action string, qc *qhinv1.QueryContext, responders []*qhinv1.ResponderStatus, patients, documents []string) error {
+func (g *gateway) record(ctx context.Context, method, action string, qc *qhinv1.QueryContext, responders []*qhinv1.ResponderStatus, patients, documents, records []string) error {
 	e := &qhinv1.AuditEntry{
 		Actor: audit.Caller(ctx), InitiatorParticipantId: qc.InitiatorParticipantId, EndUser: qc.Requester,
 		PurposeOfUse: qc.PurposeOfUse, Action: action, Method: method, QueryId: qc.QueryId,
-		PatientRefs: patients, DocumentRefs: documents, Outcome: codes.OK.String(),
+		PatientRefs: patients, DocumentRefs: documents, RecordRefs: records, Outcome: codes.OK.String(),
+		Emergency: qc.Emergency, EmergencyReason: qc.EmergencyReason,
 	}
 	for _, r := range responders {
 		e.Members = append(e.Members, &qhinv1.AuditMember{ParticipantId: r.ParticipantId, State: r.Status})
@@ -50,6 +54,7 @@ func (g *gateway) record(ctx context.Context, method, action string, qc *qhinv1.
 		entries = append(entries, &qhinv1.AuditEntry{
 			Actor: e.Actor, InitiatorParticipantId: qc.InitiatorParticipantId, PurposeOfUse: qc.PurposeOfUse,
 			Action: audit.ActionInformationBlocking, Method: method, QueryId: qc.QueryId, Outcome: codes.PermissionDenied.String(),
+			Emergency: qc.Emergency, EmergencyReason: qc.EmergencyReason,
 			Reason:  "member declined a purpose every member must answer",
 			Members: []*qhinv1.AuditMember{{ParticipantId: id, State: qhinv1.ResponderState_RESPONDER_STATE_DENIED}},
 		})
@@ -72,6 +77,7 @@ func (g *gateway) recordFailedRetrieval(ctx context.Context, qc *qhinv1.QueryCon
 		Actor: audit.Caller(ctx), InitiatorParticipantId: qc.InitiatorParticipantId, EndUser: qc.Requester,
 		PurposeOfUse: qc.PurposeOfUse, Action: audit.ActionRetrieveFailed, Method: qhinv1.Gateway_RetrieveDocument_FullMethodName,
 		QueryId: qc.QueryId, DocumentRefs: documents, Outcome: status.Code(err).String(), Reason: status.Convert(err).Message(),
+		Emergency: qc.Emergency, EmergencyReason: qc.EmergencyReason,
 		Members: []*qhinv1.AuditMember{{ParticipantId: holder}},
 	})
 }
@@ -89,11 +95,14 @@ func openLedger(cfg Config, node string, log *slog.Logger) (*audit.Ledger, error
 // recordRetrieval writes a retrieval's entry before its first byte goes
 // to the initiator.
 func (g *gateway) recordRetrieval(ctx context.Context, qc *qhinv1.QueryContext, doc *qhinv1.LinkClaims, link string) error {
-	var patients []string
+	var patients, records []string
 	if doc.PatientRef != "" {
 		patients = []string{doc.PatientRef}
 	}
+	if doc.PatientId != "" {
+		records = []string{audit.RecordRef(doc.ParticipantId, doc.PatientId)}
+	}
 	return g.record(ctx, qhinv1.Gateway_RetrieveDocument_FullMethodName, audit.ActionRetrieve, qc,
 		[]*qhinv1.ResponderStatus{{ParticipantId: doc.ParticipantId, Status: qhinv1.ResponderState_RESPONDER_STATE_OK}},
-		patients, []string{audit.LinkRef(link)})
+		patients, []string{audit.LinkRef(link)}, records)
 }

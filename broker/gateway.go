@@ -119,6 +119,9 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 	if err != nil {
 		return nil, err
 	}
+	if err := checkEmergency(req.PurposeOfUse, req.Emergency, req.EmergencyReason); err != nil {
+		return nil, err
+	}
 	release, err := g.s.queries.acquire(init.Id)
 	if err != nil {
 		return nil, err
@@ -131,7 +134,8 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 	if err != nil {
 		return nil, err
 	}
-	qc := &qhinv1.QueryContext{QueryId: newQueryID(), InitiatorParticipantId: init.Id, PurposeOfUse: req.PurposeOfUse, Requester: req.Requester}
+	qc := &qhinv1.QueryContext{QueryId: newQueryID(), InitiatorParticipantId: init.Id, PurposeOfUse: req.PurposeOfUse, Requester: req.Requester,
+		Emergency: req.Emergency, EmergencyReason: req.EmergencyReason}
 	byID := index(ask)
 
 	ctx, cancel := g.queryContext(ctx)
@@ -162,12 +166,15 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 		resp.Responders = append(resp.Responders, o.Status)
 	}
 	resp.Responders = append(resp.Responders, skipped...)
+	if found, err = g.withholdCandidates(ctx, qc, found, resp.Responders); err != nil {
+		return nil, err
+	}
 	resp.Persons = fanout.MergePersons(ctx, found)
 	refs, err := g.issuePersonLinks(init.Id, req.PurposeOfUse, resp.Persons)
 	if err != nil {
 		return nil, err
 	}
-	if err := g.record(ctx, qhinv1.Gateway_DiscoverPatients_FullMethodName, audit.ActionDiscover, qc, resp.Responders, refs, nil); err != nil {
+	if err := g.record(ctx, qhinv1.Gateway_DiscoverPatients_FullMethodName, audit.ActionDiscover, qc, resp.Responders, refs, nil, personRecords(resp.Persons)); err != nil {
 		return nil, err
 	}
 	g.s.metrics.fanout(len(ask), resp.Responders)
@@ -184,6 +191,9 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 	}
 	init, err := g.initiator(ctx, req.PurposeOfUse, req.Requester)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkEmergency(req.PurposeOfUse, req.Emergency, req.EmergencyReason); err != nil {
 		return nil, err
 	}
 	release, err := g.s.queries.acquire(init.Id)
@@ -208,8 +218,12 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	qc := &qhinv1.QueryContext{QueryId: newQueryID(), InitiatorParticipantId: init.Id, PurposeOfUse: req.PurposeOfUse, Requester: req.Requester,
+		Emergency: req.Emergency, EmergencyReason: req.EmergencyReason}
+	if err := g.withholdLinks(ctx, qc, opened); err != nil {
+		return nil, err
+	}
 	ask, patients, skipped := routeLinks(directory, opened.links, req.PurposeOfUse)
-	qc := &qhinv1.QueryContext{QueryId: newQueryID(), InitiatorParticipantId: init.Id, PurposeOfUse: req.PurposeOfUse, Requester: req.Requester}
 	byID := index(ask)
 
 	ctx, cancel := g.queryContext(ctx)
@@ -254,7 +268,7 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 	if err != nil {
 		return nil, err
 	}
-	if err := g.record(ctx, qhinv1.Gateway_QueryDocuments_FullMethodName, audit.ActionDocuments, qc, resp.Responders, opened.refs, docRefs); err != nil {
+	if err := g.record(ctx, qhinv1.Gateway_QueryDocuments_FullMethodName, audit.ActionDocuments, qc, resp.Responders, opened.refs, docRefs, linkRecords(opened.links)); err != nil {
 		return nil, err
 	}
 	g.s.metrics.fanout(len(ask), resp.Responders)
@@ -274,6 +288,9 @@ func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc
 	}
 	init, err := g.initiator(ctx, req.PurposeOfUse, req.Requester)
 	if err != nil {
+		return err
+	}
+	if err := checkEmergency(req.PurposeOfUse, req.Emergency, req.EmergencyReason); err != nil {
 		return err
 	}
 	release, err := g.s.retrievals.acquire(init.Id)
@@ -296,7 +313,11 @@ func (g *gateway) RetrieveDocument(req *qhinv1.RetrieveDocumentRequest, out grpc
 	if reason, ok := askable(holder, req.PurposeOfUse); !ok {
 		return status.Errorf(codes.FailedPrecondition, "participant %s: %s", holder.Id, reason)
 	}
-	qc := &qhinv1.QueryContext{QueryId: newQueryID(), InitiatorParticipantId: init.Id, PurposeOfUse: req.PurposeOfUse, Requester: req.Requester}
+	qc := &qhinv1.QueryContext{QueryId: newQueryID(), InitiatorParticipantId: init.Id, PurposeOfUse: req.PurposeOfUse, Requester: req.Requester,
+		Emergency: req.Emergency, EmergencyReason: req.EmergencyReason}
+	if err := g.consentRetrieve(ctx, qc, doc); err != nil {
+		return err
+	}
 	c, err := g.s.responders.client(holder)
 	if err != nil {
 		return toStatus(err)

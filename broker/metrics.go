@@ -23,6 +23,7 @@ type metrics struct {
 	responderLatency *prometheus.HistogramVec
 	fanoutWidth      prometheus.Histogram
 	blocking         *prometheus.CounterVec
+	withheld         *prometheus.CounterVec
 
 	// members are the ids a participant label may hold: the directory's
 	// members that have not retired. Any other id counts as unknownMember.
@@ -65,11 +66,15 @@ func newMetrics(reg *prometheus.Registry, node *cluster.Node, refresh func()) *m
 			Namespace: ns, Name: "information_blocking_total",
 			Help: "Queries of a purpose every member must answer that a member declined (did not list the purpose, or refused), by member and purpose: possible information blocking.",
 		}, []string{"participant", "purpose"}),
+		withheld: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "consent_withheld_total",
+			Help: "Records kept out of answers because the patient's consent directive does not permit the query's purpose, by purpose.",
+		}, []string{"purpose"}),
 	}
 	gauge := func(name, help string, fn func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: "raft", Name: name, Help: help}, fn)
 	}
-	reg.MustRegister(m.queries, m.queryLatency, m.responders, m.responderLatency, m.fanoutWidth, m.blocking,
+	reg.MustRegister(m.queries, m.queryLatency, m.responders, m.responderLatency, m.fanoutWidth, m.blocking, m.withheld,
 		gauge("state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 {
 			return float64(node.NodeStatus().State - 1)
 		}),
@@ -207,4 +212,9 @@ func (c *directoryCollector) Collect(ch chan<- prometheus.Metric) {
 	for s, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), s)
 	}
+}
+
+// consentWithheld counts records consent kept out of answers.
+func (m *metrics) consentWithheld(purposeCode string, n int) {
+	m.withheld.WithLabelValues(purposeCode).Add(float64(n))
 }

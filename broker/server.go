@@ -236,6 +236,7 @@ func New(cfg Config) (*Server, error) {
 	qhinv1.RegisterDirectoryServer(s.grpc, &directory{s: s})
 	qhinv1.RegisterClusterServer(s.grpc, cluster.NewService(node, log))
 	qhinv1.RegisterLocatorServer(s.grpc, &locator{s: s})
+	qhinv1.RegisterConsentServer(s.grpc, &consentService{s: s})
 	if ledger != nil {
 		qhinv1.RegisterAuditServer(s.grpc, audit.NewService(ledger, log))
 	}

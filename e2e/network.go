@@ -117,6 +117,8 @@ type BrokerNode struct {
 	Server *broker.Server
 	source pki.Source
 	served chan error
+	// raftGate can cut the broker off from Raft traffic (Partition).
+	raftGate *gate
 }
 
 // ParticipantNode is one participant of the network.
@@ -477,6 +479,7 @@ func (n *Network) StartBroker(i int) error {
 		return fmt.Errorf("broker %s: listen raft: %w", b.ID, err)
 	}
 	b.GRPCAddr, b.RaftAddr = gl.Addr().String(), rl.Addr().String()
+	rl = b.gateRaft(rl)
 	var ml net.Listener
 	if n.opts.Metrics {
 		if ml, err = net.Listen("tcp", b.MetricsAddr); err != nil {

@@ -34,6 +34,7 @@ func (r *responder) record(ctx context.Context, method, action string, qc *qhinv
 		Actor: audit.Caller(ctx), InitiatorParticipantId: qc.InitiatorParticipantId, EndUser: qc.Requester,
 		PurposeOfUse: qc.PurposeOfUse, Action: action, Method: method, QueryId: qc.QueryId,
 		PatientRefs: patients, DocumentRefs: documents, Outcome: codes.OK.String(),
+		Emergency: qc.Emergency, EmergencyReason: qc.EmergencyReason,
 	})
 	if err != nil {
 		r.s.log.ErrorContext(ctx, "answer withheld: its audit entry was not written", "query_id", qc.QueryId, "error", err)

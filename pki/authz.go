@@ -64,6 +64,14 @@ var DefaultPolicy = Policy{
 	// to its member on the member's local API too).
 	qhinv1.Audit_ListEntries_FullMethodName:  {RoleOperator},
 	qhinv1.Audit_VerifyLedger_FullMethodName: {RoleOperator},
+	// A member records and reads consent for its own patients (the
+	// Consent service checks whose); operators for anyone's.
+	qhinv1.Consent_SetConsent_FullMethodName:    {RoleParticipant, RoleOperator},
+	qhinv1.Consent_RevokeConsent_FullMethodName: {RoleParticipant, RoleOperator},
+	qhinv1.Consent_GetConsent_FullMethodName:    {RoleParticipant, RoleOperator},
+	// The accounting of a member's patient's disclosures, from each
+	// broker's ledger.
+	qhinv1.Consent_ListDisclosures_FullMethodName: {RoleParticipant, RoleOperator},
 
 	"/grpc.health.v1.Health/Check": everyone,
 	"/grpc.health.v1.Health/Watch": everyone,

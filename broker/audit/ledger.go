@@ -418,7 +418,7 @@ func matches(e *qhinv1.AuditEntry, f Filter, patient string) bool {
 		return false
 	case f.Action != "" && e.Action != f.Action:
 		return false
-	case patient != "" && !contains(e.PatientRefs, patient):
+	case patient != "" && !contains(e.PatientRefs, patient) && !contains(e.RecordRefs, patient):
 		return false
 	}
 	if p := f.Participant; p != "" {

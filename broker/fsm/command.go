@@ -14,8 +14,9 @@ import (
 // CommandVersion is the newest command envelope version this broker
 // understands. A broker refuses to apply commands of a newer version.
 //
-// Version 2 brought the record locator's commands and the link key command.
-const CommandVersion = 2
+// Version 2 brought the record locator's commands and the link key command;
+// version 3 the consent commands.
+const CommandVersion = 3
 
 // Errors a command can end in. Callers branch on them with errors.Is; the
 // service edge maps them to gRPC codes.

@@ -58,7 +58,7 @@ func entryHash(k, v []byte) [sha256.Size]byte {
 
 // dataTables are the tables digests cover: every table but meta.
 var dataTables = [][]byte{bucketParticipants, bucketBrokers, bucketRequests, bucketRequestTimes,
-	bucketLocator, bucketLocatorKeys, bucketLocatorCounts, bucketLinkKeys}
+	bucketLocator, bucketLocatorKeys, bucketLocatorCounts, bucketLinkKeys, bucketConsent}
 
 // TableNames lists the tables digests cover, in the order of
 // Digests.Tables.
@@ -73,7 +73,7 @@ func TableNames() []string {
 // Digests is the state of every data table as of an applied index.
 type Digests struct {
 	Index  uint64
-	Tables [8]Digest // in dataTables order
+	Tables [9]Digest // in dataTables order
 }
 
 // Map returns the digests by table name.

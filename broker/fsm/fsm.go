@@ -42,6 +42,9 @@ var (
 	// bucketLinkKeys holds the keys brokers seal links with (linkkeys.go).
 	bucketLinkKeys = []byte("link_keys")
 
+	// bucketConsent holds patients' consent directives (consent.go).
+	bucketConsent = []byte("consent")
+
 	// tablesV1 are the tables every file of any schema has.
 	tablesV1 = [][]byte{bucketMeta, bucketParticipants, bucketBrokers, bucketRequests, bucketRequestTimes}
 
@@ -49,8 +52,14 @@ var (
 	// empty.
 	tablesV3 = [][]byte{bucketLocator, bucketLocatorKeys, bucketLocatorCounts, bucketLinkKeys}
 
+	// tablesV4 are the tables schema 4 added.
+	tablesV4 = [][]byte{bucketConsent}
+
+	// tablesSince are the tables each schema added, from schema 3 on.
+	tablesSince = map[uint64][][]byte{3: tablesV3, 4: tablesV4}
+
 	tables = [][]byte{bucketMeta, bucketParticipants, bucketBrokers, bucketRequests, bucketRequestTimes,
-		bucketLocator, bucketLocatorKeys, bucketLocatorCounts, bucketLinkKeys}
+		bucketLocator, bucketLocatorKeys, bucketLocatorCounts, bucketLinkKeys, bucketConsent}
 
 	keyAppliedIndex = []byte("applied_index")
 	keySchema       = []byte("schema")
@@ -59,8 +68,8 @@ var (
 // schemaVersion is the layout of the bbolt file. Version 2 added the table
 // digests; files of version 1 get them computed when opened or restored.
 // Version 3 added the record locator's tables and the link key table; files of
-// version 2 get them, empty.
-const schemaVersion = 3
+// version 2 get them, empty. Version 4 added the consent table.
+const schemaVersion = 4
 
 // RequestRetention is how long an idempotency key is remembered, measured in
 // command time.
@@ -181,8 +190,9 @@ func initDB(db *bolt.DB) error {
 }
 
 // migrate brings a file's layout to schemaVersion: it computes the table
-// digests of a version 1 file, and adds the (empty) tables a version 2 file
-// lacks with their digests, keeping the digests it has for checking.
+// digests of a version 1 file, and adds the (empty) tables a file of
+// version 2 or later lacks with their digests, keeping the digests it has
+// for checking.
 func migrate(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	v := meta.Get(keySchema)
@@ -192,17 +202,20 @@ func migrate(tx *bolt.Tx) error {
 		return fmt.Errorf("%w: schema %x", ErrDamaged, v)
 	case binary.BigEndian.Uint64(v) == schemaVersion:
 		return nil
-	case binary.BigEndian.Uint64(v) == 2:
-		for _, name := range tablesV3 {
-			b, err := tx.CreateBucketIfNotExists(name)
-			if err != nil {
-				return err
-			}
-			if k, _ := b.Cursor().First(); k != nil {
-				return fmt.Errorf("%w: a schema 2 file holds entries in table %s", ErrDamaged, name)
-			}
-			if err := meta.Put(digestKey(name), make([]byte, 8+sha256.Size)); err != nil {
-				return err
+	case binary.BigEndian.Uint64(v) >= 2 && binary.BigEndian.Uint64(v) < schemaVersion:
+		from := binary.BigEndian.Uint64(v)
+		for schema := from + 1; schema <= schemaVersion; schema++ {
+			for _, name := range tablesSince[schema] {
+				b, err := tx.CreateBucketIfNotExists(name)
+				if err != nil {
+					return err
+				}
+				if k, _ := b.Cursor().First(); k != nil {
+					return fmt.Errorf("%w: a schema %d file holds entries in table %s", ErrDamaged, from, name)
+				}
+				if err := meta.Put(digestKey(name), make([]byte, 8+sha256.Size)); err != nil {
+					return err
+				}
 			}
 		}
 		return meta.Put(keySchema, u64(schemaVersion))

@@ -27,7 +27,7 @@ each query, disclosure and refusal, with the caller, the end user, the purpose
 and the outcome, and no demographics. An operator reads them here, node by
 node: the brokers by default, a member's with --node.`,
 	}
-	cmd.AddCommand(newAuditListCmd(g), newAuditVerifyCmd(g))
+	cmd.AddCommand(newAuditListCmd(g), newAuditVerifyCmd(g), newAuditDisclosuresCmd(g))
 	return cmd
 }
 

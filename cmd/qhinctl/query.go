@@ -25,6 +25,7 @@ type queryFlags struct {
 	as                      string
 	reqID, reqName, reqRole string
 	reqOrg, reqNPI          string
+	emergency               emergencyFlags
 }
 
 func (q *queryFlags) add(cmd *cobra.Command) {
@@ -39,6 +40,7 @@ func (q *queryFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&q.reqRole, "requester-role", "", "end user's role, e.g. physician")
 	cmd.Flags().StringVar(&q.reqOrg, "requester-org", "", "end user's organization")
 	cmd.Flags().StringVar(&q.reqNPI, "requester-npi", "", "end user's National Provider Identifier (10 digits; required for T-TRTMNT)")
+	q.emergency.add(cmd)
 	cmd.MarkFlagRequired("purpose")
 }
 
@@ -63,7 +65,8 @@ func newQueryPatientsCmd(g *globals) *cobra.Command {
     --gender female --purpose T-TRTMNT`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := &qhinv1.DiscoverPatientsRequest{PurposeOfUse: q.purpose, Requester: q.requester(), Demographics: d}
+			req := &qhinv1.DiscoverPatientsRequest{PurposeOfUse: q.purpose, Requester: q.requester(), Demographics: d,
+				Emergency: q.emergency.on, EmergencyReason: q.emergency.reason}
 			if tokens {
 				cfg, err := g.loadConfig()
 				if err != nil {
@@ -163,7 +166,8 @@ func newQueryDocumentsCmd(g *globals) *cobra.Command {
 		Example: `  qhinctl query documents --link p1/p1-000042 --link p2/p2-000107 --purpose T-TRTMNT`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := &qhinv1.QueryDocumentsRequest{PurposeOfUse: q.purpose, Requester: q.requester(), TypeCodes: types}
+			req := &qhinv1.QueryDocumentsRequest{PurposeOfUse: q.purpose, Requester: q.requester(), TypeCodes: types,
+				Emergency: q.emergency.on, EmergencyReason: q.emergency.reason}
 			if len(links) == 0 {
 				return errors.New("--link: at least one link is required (PARTICIPANT/PATIENT_ID as query patients printed it, or an opaque link)")
 			}
@@ -250,7 +254,7 @@ func newRetrieveCmd(g *globals) *cobra.Command {
 			ctx, cancel := g.callContext(cmd.Context())
 			defer cancel()
 			stream, err := conn.Gateway().RetrieveDocument(ctx, &qhinv1.RetrieveDocumentRequest{
-				PurposeOfUse: q.purpose, Requester: q.requester(),
+				PurposeOfUse: q.purpose, Requester: q.requester(), Emergency: q.emergency.on, EmergencyReason: q.emergency.reason,
 				Link: &qhinv1.DocumentLink{Link: opaque},
 			})
 			if err != nil {

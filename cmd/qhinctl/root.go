@@ -78,6 +78,7 @@ func newRoot() *cobra.Command {
 		newMatchCmd(g),
 		newLocatorCmd(g),
 		newAuditCmd(g),
+		newConsentCmd(g),
 	)
 	return root
 }

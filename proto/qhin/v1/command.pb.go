@@ -40,6 +40,11 @@ const (
 	CommandType_COMMAND_TYPE_LOCATOR_SET_KEY  CommandType = 22
 	// Governance (30-39). A new key to seal links with (payload LinkKey).
 	CommandType_COMMAND_TYPE_ROTATE_LINK_KEY CommandType = 30
+	// A patient's consent directive, replaced whole (payload ConsentDirective).
+	CommandType_COMMAND_TYPE_CONSENT_SET CommandType = 31
+	// Purposes withdrawn from a patient's directive, or all exchange
+	// (payload ConsentRevoke).
+	CommandType_COMMAND_TYPE_CONSENT_REVOKE CommandType = 32
 )
 
 // Enum value maps for CommandType.
@@ -56,6 +61,8 @@ var (
 		21: "COMMAND_TYPE_LOCATOR_WITHDRAW",
 		22: "COMMAND_TYPE_LOCATOR_SET_KEY",
 		30: "COMMAND_TYPE_ROTATE_LINK_KEY",
+		31: "COMMAND_TYPE_CONSENT_SET",
+		32: "COMMAND_TYPE_CONSENT_REVOKE",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":            0,
@@ -69,6 +76,8 @@ var (
 		"COMMAND_TYPE_LOCATOR_WITHDRAW":       21,
 		"COMMAND_TYPE_LOCATOR_SET_KEY":        22,
 		"COMMAND_TYPE_ROTATE_LINK_KEY":        30,
+		"COMMAND_TYPE_CONSENT_SET":            31,
+		"COMMAND_TYPE_CONSENT_REVOKE":         32,
 	}
 )
 
@@ -560,7 +569,7 @@ const file_qhin_v1_command_proto_rawDesc = "" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x02 \x01(\tR\terrorCode\x12\x1c\n" +
-	"\trestricts\x18\x04 \x01(\bR\trestrictsJ\x04\b\x03\x10\x04R\x05error*\xfe\x02\n" +
+	"\trestricts\x18\x04 \x01(\bR\trestrictsJ\x04\b\x03\x10\x04R\x05error*\xbd\x03\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12%\n" +
 	"!COMMAND_TYPE_REGISTER_PARTICIPANT\x10\x01\x12#\n" +
@@ -572,7 +581,9 @@ const file_qhin_v1_command_proto_rawDesc = "" +
 	"\x1cCOMMAND_TYPE_LOCATOR_PUBLISH\x10\x14\x12!\n" +
 	"\x1dCOMMAND_TYPE_LOCATOR_WITHDRAW\x10\x15\x12 \n" +
 	"\x1cCOMMAND_TYPE_LOCATOR_SET_KEY\x10\x16\x12 \n" +
-	"\x1cCOMMAND_TYPE_ROTATE_LINK_KEY\x10\x1eB3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
+	"\x1cCOMMAND_TYPE_ROTATE_LINK_KEY\x10\x1e\x12\x1c\n" +
+	"\x18COMMAND_TYPE_CONSENT_SET\x10\x1f\x12\x1f\n" +
+	"\x1bCOMMAND_TYPE_CONSENT_REVOKE\x10 B3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
 
 var (
 	file_qhin_v1_command_proto_rawDescOnce sync.Once

@@ -33,8 +33,14 @@ type DiscoverPatientsRequest struct {
 	// them (see the broker's --routing); without them, every member that
 	// answers the purpose.
 	LocatorTokens []*LocatorTokens `protobuf:"bytes,20,rep,name=locator_tokens,json=locatorTokens,proto3" json:"locator_tokens,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Emergency ("break the glass") access: a treatment query (T-TRTMNT or
+	// T-TREAT) that may pass a patient's opt-out whose directive allows an
+	// emergency override. It needs a reason, and is marked in every audit
+	// entry.
+	Emergency       bool   `protobuf:"varint,31,opt,name=emergency,proto3" json:"emergency,omitempty"`
+	EmergencyReason string `protobuf:"bytes,32,opt,name=emergency_reason,json=emergencyReason,proto3" json:"emergency_reason,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DiscoverPatientsRequest) Reset() {
@@ -93,6 +99,20 @@ func (x *DiscoverPatientsRequest) GetLocatorTokens() []*LocatorTokens {
 		return x.LocatorTokens
 	}
 	return nil
+}
+
+func (x *DiscoverPatientsRequest) GetEmergency() bool {
+	if x != nil {
+		return x.Emergency
+	}
+	return false
+}
+
+func (x *DiscoverPatientsRequest) GetEmergencyReason() string {
+	if x != nil {
+		return x.EmergencyReason
+	}
+	return ""
 }
 
 type DiscoverPatientsResponse struct {
@@ -167,9 +187,15 @@ type QueryDocumentsRequest struct {
 	// Only documents created at or after this time.
 	Since *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
 	// Only documents created before this time.
-	Until         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=until,proto3" json:"until,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Until *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=until,proto3" json:"until,omitempty"`
+	// Emergency ("break the glass") access: a treatment query (T-TRTMNT or
+	// T-TREAT) that may pass a patient's opt-out whose directive allows an
+	// emergency override. It needs a reason, and is marked in every audit
+	// entry.
+	Emergency       bool   `protobuf:"varint,31,opt,name=emergency,proto3" json:"emergency,omitempty"`
+	EmergencyReason string `protobuf:"bytes,32,opt,name=emergency_reason,json=emergencyReason,proto3" json:"emergency_reason,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *QueryDocumentsRequest) Reset() {
@@ -244,6 +270,20 @@ func (x *QueryDocumentsRequest) GetUntil() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *QueryDocumentsRequest) GetEmergency() bool {
+	if x != nil {
+		return x.Emergency
+	}
+	return false
+}
+
+func (x *QueryDocumentsRequest) GetEmergencyReason() string {
+	if x != nil {
+		return x.EmergencyReason
+	}
+	return ""
+}
+
 type QueryDocumentsResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	QueryId string                 `protobuf:"bytes,1,opt,name=query_id,json=queryId,proto3" json:"query_id,omitempty"`
@@ -306,12 +346,18 @@ func (x *QueryDocumentsResponse) GetResponders() []*ResponderStatus {
 }
 
 type RetrieveDocumentRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PurposeOfUse  string                 `protobuf:"bytes,1,opt,name=purpose_of_use,json=purposeOfUse,proto3" json:"purpose_of_use,omitempty"`
-	Requester     *Requester             `protobuf:"bytes,2,opt,name=requester,proto3" json:"requester,omitempty"`
-	Link          *DocumentLink          `protobuf:"bytes,3,opt,name=link,proto3" json:"link,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	PurposeOfUse string                 `protobuf:"bytes,1,opt,name=purpose_of_use,json=purposeOfUse,proto3" json:"purpose_of_use,omitempty"`
+	Requester    *Requester             `protobuf:"bytes,2,opt,name=requester,proto3" json:"requester,omitempty"`
+	Link         *DocumentLink          `protobuf:"bytes,3,opt,name=link,proto3" json:"link,omitempty"`
+	// Emergency ("break the glass") access: a treatment query (T-TRTMNT or
+	// T-TREAT) that may pass a patient's opt-out whose directive allows an
+	// emergency override. It needs a reason, and is marked in every audit
+	// entry.
+	Emergency       bool   `protobuf:"varint,31,opt,name=emergency,proto3" json:"emergency,omitempty"`
+	EmergencyReason string `protobuf:"bytes,32,opt,name=emergency_reason,json=emergencyReason,proto3" json:"emergency_reason,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RetrieveDocumentRequest) Reset() {
@@ -365,22 +411,38 @@ func (x *RetrieveDocumentRequest) GetLink() *DocumentLink {
 	return nil
 }
 
+func (x *RetrieveDocumentRequest) GetEmergency() bool {
+	if x != nil {
+		return x.Emergency
+	}
+	return false
+}
+
+func (x *RetrieveDocumentRequest) GetEmergencyReason() string {
+	if x != nil {
+		return x.EmergencyReason
+	}
+	return ""
+}
+
 var File_qhin_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_qhin_v1_gateway_proto_rawDesc = "" +
 	"\n" +
-	"\x15qhin/v1/gateway.proto\x12\aqhin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15qhin/v1/locator.proto\x1a\x13qhin/v1/types.proto\"\xeb\x01\n" +
+	"\x15qhin/v1/gateway.proto\x12\aqhin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15qhin/v1/locator.proto\x1a\x13qhin/v1/types.proto\"\xb4\x02\n" +
 	"\x17DiscoverPatientsRequest\x12$\n" +
 	"\x0epurpose_of_use\x18\x01 \x01(\tR\fpurposeOfUse\x120\n" +
 	"\trequester\x18\x02 \x01(\v2\x12.qhin.v1.RequesterR\trequester\x129\n" +
 	"\fdemographics\x18\x03 \x01(\v2\x15.qhin.v1.DemographicsR\fdemographics\x12=\n" +
-	"\x0elocator_tokens\x18\x14 \x03(\v2\x16.qhin.v1.LocatorTokensR\rlocatorTokens\"\x9a\x01\n" +
+	"\x0elocator_tokens\x18\x14 \x03(\v2\x16.qhin.v1.LocatorTokensR\rlocatorTokens\x12\x1c\n" +
+	"\temergency\x18\x1f \x01(\bR\temergency\x12)\n" +
+	"\x10emergency_reason\x18  \x01(\tR\x0femergencyReason\"\x9a\x01\n" +
 	"\x18DiscoverPatientsResponse\x12\x19\n" +
 	"\bquery_id\x18\x01 \x01(\tR\aqueryId\x12)\n" +
 	"\apersons\x18\x02 \x03(\v2\x0f.qhin.v1.PersonR\apersons\x128\n" +
 	"\n" +
 	"responders\x18\x03 \x03(\v2\x18.qhin.v1.ResponderStatusR\n" +
-	"responders\"\x9e\x02\n" +
+	"responders\"\xe7\x02\n" +
 	"\x15QueryDocumentsRequest\x12$\n" +
 	"\x0epurpose_of_use\x18\x01 \x01(\tR\fpurposeOfUse\x120\n" +
 	"\trequester\x18\x02 \x01(\v2\x12.qhin.v1.RequesterR\trequester\x12*\n" +
@@ -388,17 +450,21 @@ const file_qhin_v1_gateway_proto_rawDesc = "" +
 	"\n" +
 	"type_codes\x18\x04 \x03(\tR\ttypeCodes\x120\n" +
 	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
-	"\x05until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\xa6\x01\n" +
+	"\x05until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x1c\n" +
+	"\temergency\x18\x1f \x01(\bR\temergency\x12)\n" +
+	"\x10emergency_reason\x18  \x01(\tR\x0femergencyReason\"\xa6\x01\n" +
 	"\x16QueryDocumentsResponse\x12\x19\n" +
 	"\bquery_id\x18\x01 \x01(\tR\aqueryId\x127\n" +
 	"\tdocuments\x18\x02 \x03(\v2\x19.qhin.v1.DocumentMetadataR\tdocuments\x128\n" +
 	"\n" +
 	"responders\x18\x03 \x03(\v2\x18.qhin.v1.ResponderStatusR\n" +
-	"responders\"\x9c\x01\n" +
+	"responders\"\xe5\x01\n" +
 	"\x17RetrieveDocumentRequest\x12$\n" +
 	"\x0epurpose_of_use\x18\x01 \x01(\tR\fpurposeOfUse\x120\n" +
 	"\trequester\x18\x02 \x01(\v2\x12.qhin.v1.RequesterR\trequester\x12)\n" +
-	"\x04link\x18\x03 \x01(\v2\x15.qhin.v1.DocumentLinkR\x04link2\x90\x02\n" +
+	"\x04link\x18\x03 \x01(\v2\x15.qhin.v1.DocumentLinkR\x04link\x12\x1c\n" +
+	"\temergency\x18\x1f \x01(\bR\temergency\x12)\n" +
+	"\x10emergency_reason\x18  \x01(\tR\x0femergencyReason2\x90\x02\n" +
 	"\aGateway\x12W\n" +
 	"\x10DiscoverPatients\x12 .qhin.v1.DiscoverPatientsRequest\x1a!.qhin.v1.DiscoverPatientsResponse\x12Q\n" +
 	"\x0eQueryDocuments\x12\x1e.qhin.v1.QueryDocumentsRequest\x1a\x1f.qhin.v1.QueryDocumentsResponse\x12Y\n" +

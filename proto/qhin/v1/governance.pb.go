@@ -358,7 +358,14 @@ type AuditEntry struct {
 	Count    uint32 `protobuf:"varint,16,opt,name=count,proto3" json:"count,omitempty"`
 	PrevHash []byte `protobuf:"bytes,17,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`
 	// The entry's own hash; filled on reads, empty in the stored encoding.
-	Hash          []byte `protobuf:"bytes,18,opt,name=hash,proto3" json:"hash,omitempty"`
+	Hash []byte `protobuf:"bytes,18,opt,name=hash,proto3" json:"hash,omitempty"`
+	// Why emergency access was declared, as the initiator stated it.
+	EmergencyReason string `protobuf:"bytes,30,opt,name=emergency_reason,json=emergencyReason,proto3" json:"emergency_reason,omitempty"`
+	// Records the action touched, as references to (member, local patient
+	// id): "rec:" and a digest of the two (broker/audit.RecordRef); the
+	// accounting of disclosures computes the same to find a patient's
+	// entries. A patient filter matches them too.
+	RecordRefs    []string `protobuf:"bytes,31,rep,name=record_refs,json=recordRefs,proto3" json:"record_refs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -515,6 +522,20 @@ func (x *AuditEntry) GetPrevHash() []byte {
 func (x *AuditEntry) GetHash() []byte {
 	if x != nil {
 		return x.Hash
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetEmergencyReason() string {
+	if x != nil {
+		return x.EmergencyReason
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetRecordRefs() []string {
+	if x != nil {
+		return x.RecordRefs
 	}
 	return nil
 }
@@ -827,7 +848,7 @@ const file_qhin_v1_governance_proto_rawDesc = "" +
 	"\x04keep\x18\x04 \x01(\rR\x04keep\"c\n" +
 	"\vAuditMember\x12%\n" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x12-\n" +
-	"\x05state\x18\x02 \x01(\x0e2\x17.qhin.v1.ResponderStateR\x05state\"\xcd\x04\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x17.qhin.v1.ResponderStateR\x05state\"\x99\x05\n" +
 	"\n" +
 	"AuditEntry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
@@ -848,7 +869,10 @@ const file_qhin_v1_governance_proto_rawDesc = "" +
 	"\temergency\x18\x0f \x01(\bR\temergency\x12\x14\n" +
 	"\x05count\x18\x10 \x01(\rR\x05count\x12\x1b\n" +
 	"\tprev_hash\x18\x11 \x01(\fR\bprevHash\x12\x12\n" +
-	"\x04hash\x18\x12 \x01(\fR\x04hash\"\xff\x01\n" +
+	"\x04hash\x18\x12 \x01(\fR\x04hash\x12)\n" +
+	"\x10emergency_reason\x18\x1e \x01(\tR\x0femergencyReason\x12\x1f\n" +
+	"\vrecord_refs\x18\x1f \x03(\tR\n" +
+	"recordRefs\"\xff\x01\n" +
 	"\x17ListAuditEntriesRequest\x12%\n" +
 	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x12$\n" +
 	"\x0epurpose_of_use\x18\x02 \x01(\tR\fpurposeOfUse\x120\n" +

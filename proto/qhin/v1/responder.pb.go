@@ -30,8 +30,12 @@ type QueryContext struct {
 	InitiatorParticipantId string                 `protobuf:"bytes,2,opt,name=initiator_participant_id,json=initiatorParticipantId,proto3" json:"initiator_participant_id,omitempty"`
 	PurposeOfUse           string                 `protobuf:"bytes,3,opt,name=purpose_of_use,json=purposeOfUse,proto3" json:"purpose_of_use,omitempty"`
 	Requester              *Requester             `protobuf:"bytes,4,opt,name=requester,proto3" json:"requester,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// The initiator declared emergency ("break the glass") access.
+	Emergency bool `protobuf:"varint,31,opt,name=emergency,proto3" json:"emergency,omitempty"`
+	// Why, as the initiator stated it.
+	EmergencyReason string `protobuf:"bytes,32,opt,name=emergency_reason,json=emergencyReason,proto3" json:"emergency_reason,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *QueryContext) Reset() {
@@ -90,6 +94,20 @@ func (x *QueryContext) GetRequester() *Requester {
 		return x.Requester
 	}
 	return nil
+}
+
+func (x *QueryContext) GetEmergency() bool {
+	if x != nil {
+		return x.Emergency
+	}
+	return false
+}
+
+func (x *QueryContext) GetEmergencyReason() string {
+	if x != nil {
+		return x.EmergencyReason
+	}
+	return ""
 }
 
 type ResponderDiscoverPatientsRequest struct {
@@ -365,12 +383,14 @@ var File_qhin_v1_responder_proto protoreflect.FileDescriptor
 
 const file_qhin_v1_responder_proto_rawDesc = "" +
 	"\n" +
-	"\x17qhin/v1/responder.proto\x12\aqhin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13qhin/v1/types.proto\"\xbb\x01\n" +
+	"\x17qhin/v1/responder.proto\x12\aqhin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13qhin/v1/types.proto\"\x84\x02\n" +
 	"\fQueryContext\x12\x19\n" +
 	"\bquery_id\x18\x01 \x01(\tR\aqueryId\x128\n" +
 	"\x18initiator_participant_id\x18\x02 \x01(\tR\x16initiatorParticipantId\x12$\n" +
 	"\x0epurpose_of_use\x18\x03 \x01(\tR\fpurposeOfUse\x120\n" +
-	"\trequester\x18\x04 \x01(\v2\x12.qhin.v1.RequesterR\trequester\"\x8e\x01\n" +
+	"\trequester\x18\x04 \x01(\v2\x12.qhin.v1.RequesterR\trequester\x12\x1c\n" +
+	"\temergency\x18\x1f \x01(\bR\temergency\x12)\n" +
+	"\x10emergency_reason\x18  \x01(\tR\x0femergencyReason\"\x8e\x01\n" +
 	" ResponderDiscoverPatientsRequest\x12/\n" +
 	"\acontext\x18\x01 \x01(\v2\x15.qhin.v1.QueryContextR\acontext\x129\n" +
 	"\fdemographics\x18\x02 \x01(\v2\x15.qhin.v1.DemographicsR\fdemographics\"W\n" +
