@@ -13,33 +13,40 @@ import (
 // and an expiry. A scenario that retrieves through the brokers gets its
 // link the way a member does, before it measures anything.
 
-// patientLink discovers d through gw and returns the link the brokers
-// issued to member's record of the person.
-func patientLink(ctx context.Context, gw qhinv1.GatewayClient, d *qhinv1.Demographics, member string) (string, error) {
+// patientLinks discovers d through gw and returns the links the brokers
+// issued to member's records of the persons found.
+func patientLinks(ctx context.Context, gw qhinv1.GatewayClient, d *qhinv1.Demographics, member string) ([]string, error) {
 	resp, err := gw.DiscoverPatients(ctx, &qhinv1.DiscoverPatientsRequest{PurposeOfUse: purposeOfUse, Requester: requester(), Demographics: d})
 	if err != nil {
-		return "", fmt.Errorf("discover: %w", err)
+		return nil, fmt.Errorf("discover: %w", err)
 	}
+	var out []string
 	for _, p := range resp.Persons {
 		for _, l := range p.Links {
 			if l.ParticipantId == member && l.Link != "" {
-				return l.Link, nil
+				out = append(out, l.Link)
 			}
 		}
 	}
-	return "", fmt.Errorf("discover: %d persons found, none with a link to a record of member %s", len(resp.Persons), member)
+	if len(out) == 0 {
+		return nil, fmt.Errorf("discover: %d persons found, none with a link to a record of member %s", len(resp.Persons), member)
+	}
+	return out, nil
 }
 
 // documentLink discovers d through gw, lists the documents of member's
-// record of the person, and returns the link the brokers issued to
+// records of the persons found, and returns the link the brokers issued to
 // document docID.
 func documentLink(ctx context.Context, gw qhinv1.GatewayClient, d *qhinv1.Demographics, member, docID string) (string, error) {
-	pl, err := patientLink(ctx, gw, d, member)
+	pl, err := patientLinks(ctx, gw, d, member)
 	if err != nil {
 		return "", err
 	}
-	resp, err := gw.QueryDocuments(ctx, &qhinv1.QueryDocumentsRequest{PurposeOfUse: purposeOfUse, Requester: requester(),
-		Links: []*qhinv1.PatientLink{{Link: pl}}})
+	req := &qhinv1.QueryDocumentsRequest{PurposeOfUse: purposeOfUse, Requester: requester()}
+	for _, l := range pl {
+		req.Links = append(req.Links, &qhinv1.PatientLink{Link: l})
+	}
+	resp, err := gw.QueryDocuments(ctx, req)
 	if err != nil {
 		return "", fmt.Errorf("query documents: %w", err)
 	}
