@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/base64"
@@ -201,11 +202,27 @@ type attackReport struct {
 
 // childAttack is an attack run by a process of its own.
 type childAttack struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	lines  *bufio.Scanner
-	desc   string
-	waited chan error
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	stdout  *os.File
+	lines   *bufio.Scanner
+	desc    string
+	waited  chan error
+	logPath string
+}
+
+// logTail is the end of the attacker's log (its stderr), to explain its
+// failure: the network's directory, where the log is, is removed when the
+// scenario ends.
+func (c *childAttack) logTail() string {
+	b, err := os.ReadFile(c.logPath)
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return ""
+	}
+	if len(b) > 2048 {
+		b = b[len(b)-2048:]
+	}
+	return "; the attacker's log ends: " + string(bytes.TrimSpace(b))
 }
 
 func startAttackerProcess(ctx context.Context, command []string, name string, env AttackEnv, logPath string) (attackRunner, error) {
@@ -224,26 +241,32 @@ func startAttackerProcess(ctx context.Context, command []string, name string, en
 		logf.Close()
 		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
+	// The attacker's stdout is a pipe of our own, not cmd.StdoutPipe: Wait
+	// closes that one as soon as the process exits, which may be before
+	// the report the attacker wrote last has been read.
+	stdout, w, err := os.Pipe()
 	if err != nil {
 		logf.Close()
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		stdout.Close()
 		logf.Close()
 		return nil, fmt.Errorf("start attacker: %w", err)
 	}
-	c := &childAttack{cmd: cmd, stdin: stdin, lines: bufio.NewScanner(stdout), waited: make(chan error, 1)}
+	c := &childAttack{cmd: cmd, stdin: stdin, stdout: stdout, lines: bufio.NewScanner(stdout), waited: make(chan error, 1), logPath: logPath}
 	c.lines.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	if err := c.expect("ready"); err != nil {
-		c.close()
-		logf.Close()
-		return nil, fmt.Errorf("%w (see %s)", err, logPath)
-	}
 	go func() {
 		c.waited <- cmd.Wait()
 		logf.Close()
 	}()
+	if err := c.expect("ready"); err != nil {
+		c.close()
+		return nil, fmt.Errorf("%w%s", err, c.logTail())
+	}
 	c.desc, _ = describeAttack(name)
 	return c, nil
 }
@@ -271,7 +294,7 @@ func (c *childAttack) begin() error {
 func (c *childAttack) end() (int64, string, error) {
 	fmt.Fprintln(c.stdin, "stop")
 	if !c.lines.Scan() {
-		return 0, "", errors.New("attacker exited without a report")
+		return 0, "", fmt.Errorf("attacker exited without a report (%v)%s", c.lines.Err(), c.logTail())
 	}
 	var r attackReport
 	if err := json.Unmarshal(c.lines.Bytes(), &r); err != nil {
@@ -288,6 +311,7 @@ func (c *childAttack) close() {
 		c.cmd.Process.Kill()
 		<-c.waited
 	}
+	c.stdout.Close()
 }
 
 // floodResponder is the hostile member: it answers every discovery query
