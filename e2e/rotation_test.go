@@ -124,6 +124,7 @@ func TestRotation_ShortLivedSVIDsAndACARotationUnderLoad(t *testing.T) {
 	}
 	// p3 asks about maria, whom p1 and p2 hold.
 	kept := dial(t, n, n.ParticipantSource(2)).Gateway()
+	scanLink := docLink(t, kept, maria, "p1", "p1-scan")
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
@@ -168,7 +169,7 @@ func TestRotation_ShortLivedSVIDsAndACARotationUnderLoad(t *testing.T) {
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		s, err := kept.RetrieveDocument(rctx, &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
-			Link: &qhinv1.DocumentLink{ParticipantId: "p1", DocumentId: "p1-scan"}})
+			Link: &qhinv1.DocumentLink{Link: scanLink}})
 		if err != nil {
 			retrieved <- err
 			return

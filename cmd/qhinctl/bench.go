@@ -92,8 +92,9 @@ func newBenchAbuseCmd(g *globals, f *benchFlags) *cobra.Command {
 		Long: `Start a network of separate qhin-broker and qhin-participant processes (found
 beside qhinctl or on PATH: make build installs them), then run each attack
 against broker b1 while member p1 keeps making discovery queries through it:
-a hostile member flooding candidates, stalled TLS handshakes, a metric label
-flood, 150,000 links, never-read retrievals and oversized fields. For each,
+a hostile member flooding candidates, stalled TLS handshakes, document
+queries with forged links (label-flood), 150,000 raw record ids, retrievals of
+a document found through discovery and never read, and oversized fields. For each,
 print the legitimate queries' latency without and during the attack, and b1's
 peak resident set and CPU time read from /proc.`,
 		Args: cobra.NoArgs,

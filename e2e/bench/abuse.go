@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/openqhin/openqhin/participant/store"
@@ -145,11 +146,14 @@ func Abuse(ctx context.Context, o AbuseOptions, progress Progress) (*AbuseResult
 	defer os.RemoveAll(dir)
 
 	const bigDoc = "abuse-big"
+	var bigDocPatient *qhinv1.Demographics
 	n, err := startProcNetwork(ctx, dir, o.BinDir, o.Brokers, o.Members, o.Patients, func(member string, st *store.Store) error {
 		if member != "p3" {
 			return nil
 		}
-		return putBigDocument(ctx, st, bigDoc, 12<<20)
+		var err error
+		bigDocPatient, err = putBigDocument(ctx, st, bigDoc, 12<<20)
+		return err
 	}, progress)
 	if err != nil {
 		return nil, err
@@ -170,7 +174,7 @@ func Abuse(ctx context.Context, o AbuseOptions, progress Progress) (*AbuseResult
 	if err := n.setStatus(ctx, "p9", qhinv1.ParticipantStatus_PARTICIPANT_STATUS_SUSPENDED); err != nil {
 		return nil, err
 	}
-	env, err := n.attackEnv(b1.addr, hostileAddr, bigDoc)
+	env, err := n.attackEnv(b1.addr, hostileAddr, bigDoc, bigDocPatient)
 	if err != nil {
 		return nil, err
 	}
@@ -393,20 +397,26 @@ func truePersons(persons, members, max int) ([]*qhinv1.Demographics, error) {
 }
 
 // putBigDocument stores size pseudo-random bytes as document id of the
-// store's first patient.
-func putBigDocument(ctx context.Context, st *store.Store, id string, size int64) error {
-	var patient string
+// store's first patient, and returns that patient's demographics (without
+// identifiers), by which a member finds the document.
+func putBigDocument(ctx context.Context, st *store.Store, id string, size int64) (*qhinv1.Demographics, error) {
+	var patient store.Patient
 	errFound := errors.New("found")
-	if err := st.ForEachPatient(func(p store.Patient) error { patient = p.ID; return errFound }); err != nil && !errors.Is(err, errFound) {
-		return err
+	if err := st.ForEachPatient(func(p store.Patient) error { patient = p; return errFound }); err != nil && !errors.Is(err, errFound) {
+		return nil, err
 	}
-	if patient == "" {
-		return errors.New("no patient to hold the document")
+	if patient.ID == "" || patient.Demographics == nil {
+		return nil, errors.New("no patient to hold the document")
 	}
-	_, err := st.PutDocument(ctx, &qhinv1.DocumentMetadata{Id: id, Patient: &qhinv1.PatientLink{PatientId: patient}, TypeCode: "18748-4",
+	_, err := st.PutDocument(ctx, &qhinv1.DocumentMetadata{Id: id, Patient: &qhinv1.PatientLink{PatientId: patient.ID}, TypeCode: "18748-4",
 		Title: "Imaging study", Created: timestamppb.New(time.Date(2025, 5, 1, 0, 0, 0, 0, time.UTC)), ContentType: "application/dicom"},
 		io.LimitReader(rand.NewChaCha8([32]byte{'a', 'b', 'u', 's', 'e'}), size))
-	return err
+	if err != nil {
+		return nil, err
+	}
+	d := proto.CloneOf(patient.Demographics)
+	d.Identifiers = nil // demographics only: the MRN is local to p3
+	return d, nil
 }
 
 // procWatch samples a process's RSS until stopped and measures its CPU

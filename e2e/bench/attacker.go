@@ -2,7 +2,10 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,8 +25,10 @@ import (
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // the codec floodResponder defers to
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/openqhin/openqhin/broker/audit"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -39,13 +44,21 @@ type AttackEnv struct {
 	Member        string `json:"member"`
 	Hostile       string `json:"hostile"`
 	HostileListen string `json:"hostile_listen"`
-	// Document is a large document held by member p3.
-	Document string `json:"document"`
+	// Document is a large document held by member p3, of the patient
+	// whose demographics Patient holds (protojson). The brokers take only
+	// the links they issued, so the attacker finds its links as any member
+	// does: it discovers Patient, then lists the documents of p3's record.
+	Document string          `json:"document"`
+	Patient  json.RawMessage `json:"patient"`
 }
 
 // attackEnv writes the attacker's identities into the network's directory.
-func (n *procNetwork) attackEnv(broker, hostileListen, doc string) (AttackEnv, error) {
-	env := AttackEnv{Broker: broker, HostileListen: hostileListen, Document: doc,
+func (n *procNetwork) attackEnv(broker, hostileListen, doc string, patient *qhinv1.Demographics) (AttackEnv, error) {
+	pj, err := protojson.Marshal(patient)
+	if err != nil {
+		return AttackEnv{}, err
+	}
+	env := AttackEnv{Broker: broker, HostileListen: hostileListen, Document: doc, Patient: pj,
 		Member: filepath.Join(n.dir, "attacker-p2"), Hostile: filepath.Join(n.dir, "attacker-p9")}
 	for dir, name := range map[string]string{env.Member: "p2", env.Hostile: "p9"} {
 		s, err := n.ca.IssueIdentity(pki.RoleParticipant, name, 12*time.Hour, "127.0.0.1")
@@ -57,6 +70,16 @@ func (n *procNetwork) attackEnv(broker, hostileListen, doc string) (AttackEnv, e
 		}
 	}
 	return env, nil
+}
+
+// patient returns the demographics of the patient whose record at p3 holds
+// the large document.
+func (env AttackEnv) patient() (*qhinv1.Demographics, error) {
+	d := new(qhinv1.Demographics)
+	if err := protojson.Unmarshal(env.Patient, d); err != nil {
+		return nil, fmt.Errorf("attack env: patient: %w", err)
+	}
+	return d, nil
 }
 
 // dialAs connects to the attacked broker only, as the member in svidDir,
@@ -179,11 +202,27 @@ type attackReport struct {
 
 // childAttack is an attack run by a process of its own.
 type childAttack struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	lines  *bufio.Scanner
-	desc   string
-	waited chan error
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	stdout  *os.File
+	lines   *bufio.Scanner
+	desc    string
+	waited  chan error
+	logPath string
+}
+
+// logTail is the end of the attacker's log (its stderr), to explain its
+// failure: the network's directory, where the log is, is removed when the
+// scenario ends.
+func (c *childAttack) logTail() string {
+	b, err := os.ReadFile(c.logPath)
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return ""
+	}
+	if len(b) > 2048 {
+		b = b[len(b)-2048:]
+	}
+	return "; the attacker's log ends: " + string(bytes.TrimSpace(b))
 }
 
 func startAttackerProcess(ctx context.Context, command []string, name string, env AttackEnv, logPath string) (attackRunner, error) {
@@ -202,26 +241,32 @@ func startAttackerProcess(ctx context.Context, command []string, name string, en
 		logf.Close()
 		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
+	// The attacker's stdout is a pipe of our own, not cmd.StdoutPipe: Wait
+	// closes that one as soon as the process exits, which may be before
+	// the report the attacker wrote last has been read.
+	stdout, w, err := os.Pipe()
 	if err != nil {
 		logf.Close()
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		stdout.Close()
 		logf.Close()
 		return nil, fmt.Errorf("start attacker: %w", err)
 	}
-	c := &childAttack{cmd: cmd, stdin: stdin, lines: bufio.NewScanner(stdout), waited: make(chan error, 1)}
+	c := &childAttack{cmd: cmd, stdin: stdin, stdout: stdout, lines: bufio.NewScanner(stdout), waited: make(chan error, 1), logPath: logPath}
 	c.lines.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	if err := c.expect("ready"); err != nil {
-		c.close()
-		logf.Close()
-		return nil, fmt.Errorf("%w (see %s)", err, logPath)
-	}
 	go func() {
 		c.waited <- cmd.Wait()
 		logf.Close()
 	}()
+	if err := c.expect("ready"); err != nil {
+		c.close()
+		return nil, fmt.Errorf("%w%s", err, c.logTail())
+	}
 	c.desc, _ = describeAttack(name)
 	return c, nil
 }
@@ -249,7 +294,7 @@ func (c *childAttack) begin() error {
 func (c *childAttack) end() (int64, string, error) {
 	fmt.Fprintln(c.stdin, "stop")
 	if !c.lines.Scan() {
-		return 0, "", errors.New("attacker exited without a report")
+		return 0, "", fmt.Errorf("attacker exited without a report (%v)%s", c.lines.Err(), c.logTail())
 	}
 	var r attackReport
 	if err := json.Unmarshal(c.lines.Bytes(), &r); err != nil {
@@ -266,6 +311,7 @@ func (c *childAttack) close() {
 		c.cmd.Process.Kill()
 		<-c.waited
 	}
+	c.stdout.Close()
 }
 
 // floodResponder is the hostile member: it answers every discovery query
@@ -477,19 +523,44 @@ func mustMarshal(m proto.Message) rawRequest {
 	return b
 }
 
-const labelFloodDescription = "member p2 sends document queries, each with one real link and 63 naming members that do not exist (256 requests, 16,128 names, encoded once), 4 at a time"
+const labelFloodDescription = "member p2 sends document queries, each with one link the brokers issued to it (to p3's record, found by discovery) and 63 it forged in the links' format under the live key (256 requests, 16,128 forged links, encoded once), 4 at a time; the sealed-link check refuses each query at its first forged link"
 
-func labelFloodAttack(cc *grpc.ClientConn, _ AttackEnv) attack {
-	reqs := make([]rawRequest, 256)
-	for i := range reqs {
-		links := []*qhinv1.PatientLink{{ParticipantId: "p3", PatientId: "p3-000001"}}
-		for k := range 63 {
-			links = append(links, &qhinv1.PatientLink{ParticipantId: fmt.Sprintf("zz%d-%d", i, k), PatientId: "x"})
-		}
-		reqs[i] = mustMarshal(&qhinv1.QueryDocumentsRequest{PurposeOfUse: purposeOfUse, Requester: requester(), Links: links})
-	}
+// labelFloodAttack was, before the brokers sealed links, 63 links naming
+// members that do not exist, to grow the broker's metric labels. A member
+// can no longer name a member at all, only present links; what it can
+// still do is forge them, in the format and under the key id of a real one,
+// so that the broker opens the real link and tries the forged one before it
+// refuses the query.
+func labelFloodAttack(cc *grpc.ClientConn, env AttackEnv) attack {
+	var reqs []rawRequest
 	return attack{
 		description: labelFloodDescription,
+		prepare: func(ctx context.Context) error {
+			d, err := env.patient()
+			if err != nil {
+				return err
+			}
+			cctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			issued, err := patientLinks(cctx, qhinv1.NewGatewayClient(cc), d, "p3")
+			if err != nil {
+				return fmt.Errorf("label-flood: find a link to p3's record: %w", err)
+			}
+			raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(issued[0], audit.LinkPrefix))
+			if err != nil || len(raw) < 4 {
+				return errors.New("label-flood: the issued link is not in the format the attack forges")
+			}
+			keyID := raw[:4]
+			reqs = make([]rawRequest, 256)
+			for i := range reqs {
+				links := []*qhinv1.PatientLink{{Link: issued[0]}}
+				for range 63 {
+					links = append(links, &qhinv1.PatientLink{Link: forgedLink(keyID, len(raw))})
+				}
+				reqs[i] = mustMarshal(&qhinv1.QueryDocumentsRequest{PurposeOfUse: purposeOfUse, Requester: requester(), Links: links})
+			}
+			return nil
+		},
 		start: func(ctx context.Context) func() (int64, string) {
 			return loop(ctx, 4, func(ctx context.Context, i int64) error {
 				return invokeRaw(ctx, cc, qhinv1.Gateway_QueryDocuments_FullMethodName, reqs[i%int64(len(reqs))])
@@ -498,7 +569,16 @@ func labelFloodAttack(cc *grpc.ClientConn, _ AttackEnv) attack {
 	}
 }
 
-const manyLinksDescription = "member p2 sends document queries with 150,000 links to one member (2.7 MB, encoded once), 2 at a time"
+// forgedLink is size bytes in the format of a link: the key id, then
+// random bytes where the nonce and the sealed claims go.
+func forgedLink(keyID []byte, size int) string {
+	b := make([]byte, size)
+	copy(b, keyID)
+	crand.Read(b[len(keyID):])
+	return audit.LinkPrefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+const manyLinksDescription = "member p2 sends document queries naming 150,000 records of p3 by member and record id, no link the brokers issued (2.7 MB, encoded once), 2 at a time; refused before any link is opened"
 
 func manyLinksAttack(cc *grpc.ClientConn, _ AttackEnv) attack {
 	links := make([]*qhinv1.PatientLink, 150_000)
@@ -516,21 +596,65 @@ func manyLinksAttack(cc *grpc.ClientConn, _ AttackEnv) attack {
 	}
 }
 
-const neverReadDescription = "member p2 opens 300 retrievals of a 12 MiB document and never reads them"
+const neverReadDescription = "member p2 finds the link to a 12 MiB document of p3 (discovery, then a document query), then opens 300 retrievals with it and never reads past the first message"
 
 func neverReadAttack(cc *grpc.ClientConn, env AttackEnv) attack {
 	gw := qhinv1.NewGatewayClient(cc)
+	var link string
 	return attack{
 		description: neverReadDescription,
-		start: func(ctx context.Context) func() (int64, string) {
-			opened := 0
-			for range 300 {
-				if _, err := gw.RetrieveDocument(ctx, &qhinv1.RetrieveDocumentRequest{PurposeOfUse: purposeOfUse, Requester: requester(),
-					Link: &qhinv1.DocumentLink{ParticipantId: "p3", DocumentId: env.Document}}); err == nil {
-					opened++
-				}
+		prepare: func(ctx context.Context) error {
+			d, err := env.patient()
+			if err != nil {
+				return err
 			}
-			return func() (int64, string) { return int64(opened), "streams opened, none read" }
+			cctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			if link, err = documentLink(cctx, gw, d, "p3", env.Document); err != nil {
+				return fmt.Errorf("never-read: find the document's link: %w", err)
+			}
+			return nil
+		},
+		start: func(ctx context.Context) func() (int64, string) {
+			// Each stream's first message says whether the broker took
+			// it: the header of an accepted retrieval, or the refusal.
+			// Nothing after the header is read.
+			var (
+				opened int64
+				mu     sync.Mutex
+				codes  = map[string]int{}
+				wg     sync.WaitGroup
+			)
+			for range 300 {
+				s, err := gw.RetrieveDocument(ctx, &qhinv1.RetrieveDocumentRequest{PurposeOfUse: purposeOfUse, Requester: requester(),
+					Link: &qhinv1.DocumentLink{Link: link}})
+				if err != nil {
+					continue
+				}
+				opened++
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					outcome := "accepted"
+					if _, err := s.Recv(); err != nil {
+						outcome = codeOf(err)
+					}
+					mu.Lock()
+					codes[outcome]++
+					mu.Unlock()
+				}()
+			}
+			return func() (int64, string) {
+				wg.Wait()
+				parts := []string{fmt.Sprintf("%d accepted", codes["accepted"])}
+				for c, k := range codes {
+					if c != "accepted" {
+						parts = append(parts, fmt.Sprintf("%s %d", c, k))
+					}
+				}
+				slices.Sort(parts[1:])
+				return opened, "streams opened, none read past the header: " + strings.Join(parts, ", ")
+			}
 		},
 	}
 }

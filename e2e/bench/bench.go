@@ -171,8 +171,13 @@ func abba(rounds int) []int {
 // purposeOfUse is the exchange purpose of every benchmark query.
 const purposeOfUse = "T-TRTMNT"
 
+// benchNPI is the requester's National Provider Identifier, which a
+// treatment query must carry: a made-up number whose Luhn check over the
+// 80840 prefix holds.
+const benchNPI = "1234567893"
+
 func requester() *qhinv1.Requester {
-	return &qhinv1.Requester{Id: "bench", Name: "Benchmark", Role: "physician", Organization: "OpenQHIN bench"}
+	return &qhinv1.Requester{Id: "bench", Npi: benchNPI, Name: "Benchmark", Role: "physician", Organization: "OpenQHIN bench"}
 }
 
 // network is a network started for one scenario in a temporary directory.

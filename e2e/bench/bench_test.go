@@ -6,6 +6,7 @@ import (
 	"math"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -296,15 +297,15 @@ func TestAbuse_SmallRunAttacksFromItsOwnProcess(t *testing.T) {
 	}
 	var seen progressSeen
 	o := AbuseOptions{Brokers: 1, Members: 3, Patients: 100, Duration: time.Second, After: 200 * time.Millisecond,
-		Attacks: []string{"flood-15k", "label-flood"}, BinDir: bin, Dir: t.TempDir(),
+		Attacks: []string{"flood-15k", "label-flood", "never-read"}, BinDir: bin, Dir: t.TempDir(),
 		AttackerCommand: []string{filepath.Join(bin, "qhinctl"), "bench", "attacker"}}
 	res, err := Abuse(testCtx(t), o, seen.fn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkJSON(t, res)
-	if len(res.Runs) != 2 || !res.Options.SeparateAttacker {
-		t.Fatalf("%d runs (separate attacker %v), want 2 from an attacker process", len(res.Runs), res.Options.SeparateAttacker)
+	if len(res.Runs) != len(o.Attacks) || !res.Options.SeparateAttacker {
+		t.Fatalf("%d runs (separate attacker %v), want %d from an attacker process", len(res.Runs), res.Options.SeparateAttacker, len(o.Attacks))
 	}
 	for _, r := range res.Runs {
 		if r.Baseline.Errors+r.UnderAttack.Errors > 0 {
@@ -317,6 +318,21 @@ func TestAbuse_SmallRunAttacksFromItsOwnProcess(t *testing.T) {
 			t.Errorf("%s: broker peak RSS %d, CPU %.2fs: /proc not read", r.Attack, r.AttackPeakRSS, r.AttackCPU)
 		}
 		finitePositive(t, r.Attack+" p99 ratio", r.P99Ratio)
+		switch r.Attack {
+		case "label-flood":
+			// Every query holds forged links: the sealed-link check
+			// refuses each, and none reaches a member.
+			if !strings.HasPrefix(r.Detail, "InvalidArgument ") || strings.Contains(r.Detail, "OK ") {
+				t.Errorf("label-flood: outcomes %q, want every query refused with InvalidArgument", r.Detail)
+			}
+		case "never-read":
+			// The attacker found the document's link honestly: the
+			// broker took some retrievals (up to its per-member cap).
+			m := regexp.MustCompile(`(\d+) accepted`).FindStringSubmatch(r.Detail)
+			if m == nil || m[1] == "0" {
+				t.Errorf("never-read: %q, want some retrievals accepted", r.Detail)
+			}
+		}
 	}
 	if seen.calls == 0 {
 		t.Error("no progress reported")

@@ -380,6 +380,25 @@ func registerKey(ctx context.Context, n *network, key *match.LinkageKey) error {
 	if err != nil {
 		return fmt.Errorf("register the linkage key: %w", err)
 	}
+	// The key is acknowledged once the leader applied it; a follower that
+	// has not applied it yet refuses tokens under it. Publishing starts
+	// when every broker holds it.
+	for _, b := range n.Brokers {
+		for {
+			_, err := b.Server.Node().FSM().LinkageKey(key.ID())
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, fsm.ErrNotFound) {
+				return fmt.Errorf("broker %s: linkage key: %w", b.ID, err)
+			}
+			select {
+			case <-cctx.Done():
+				return fmt.Errorf("broker %s does not hold the linkage key: %w", b.ID, cctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/openqhin/openqhin/broker/client"
@@ -229,7 +230,9 @@ func (n *procNetwork) start(bin, id, addr string, args []string) (*proc, error) 
 	return p, nil
 }
 
-// waitServing waits until broker p answers the cluster's Brokers call.
+// waitServing waits until broker p's health service says SERVING: it has
+// caught up with the cluster and holds a key to issue links with (until it
+// does, it refuses discovery queries).
 func (n *procNetwork) waitServing(ctx context.Context, p *proc) error {
 	cc, err := n.dialBroker(p.addr, n.operator)
 	if err != nil {
@@ -239,10 +242,13 @@ func (n *procNetwork) waitServing(ctx context.Context, p *proc) error {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := qhinv1.NewClusterClient(cc).Brokers(cctx, &qhinv1.BrokersRequest{})
+		resp, err := healthpb.NewHealthClient(cc).Check(cctx, &healthpb.HealthCheckRequest{})
 		cancel()
-		if err == nil {
+		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
 			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("health %v", resp.Status)
 		}
 		select {
 		case err := <-p.done:
