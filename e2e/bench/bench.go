@@ -172,7 +172,7 @@ func abba(rounds int) []int {
 const purposeOfUse = "T-TRTMNT"
 
 func requester() *qhinv1.Requester {
-	return &qhinv1.Requester{Id: "bench", Name: "Benchmark", Role: "physician", Organization: "OpenQHIN bench"}
+	return &qhinv1.Requester{Id: "bench", Npi: "1234567893", Name: "Benchmark", Role: "physician", Organization: "OpenQHIN bench"}
 }
 
 // network is a network started for one scenario in a temporary directory.
