@@ -130,7 +130,7 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 	if err := match.Validate(req.Demographics); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	ask, skipped, err := g.discoveryResponders(init.Id, req)
+	ask, skipped, err := g.discoveryResponders(ctx, init.Id, req)
 	if err != nil {
 		return nil, err
 	}

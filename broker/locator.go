@@ -69,7 +69,7 @@ func (l *locator) member(ctx context.Context, claimed string, publish bool) (*qh
 // checkTokens checks a publish or withdrawal's key id and tokens, every
 // size before any other work, and that the network knows the key (and,
 // to publish, that it is active).
-func (l *locator) checkTokens(keyID string, tokens [][]byte, requestID string, publish bool) error {
+func (l *locator) checkTokens(ctx context.Context, keyID string, tokens [][]byte, requestID string, publish bool) error {
 	if len(tokens) == 0 {
 		return invalid("tokens", "at least one token is required")
 	}
@@ -87,7 +87,7 @@ func (l *locator) checkTokens(keyID string, tokens [][]byte, requestID string, p
 			return invalid(fmt.Sprintf("tokens[%d]", i), tokenRule)
 		}
 	}
-	k, err := l.s.node.FSM().LinkageKey(keyID)
+	k, err := l.linkageKey(ctx, keyID, publish)
 	if errors.Is(err, fsm.ErrNotFound) {
 		return invalid("key_id", "not a linkage key of the network (qhinctl locator status lists them)")
 	}
@@ -100,12 +100,33 @@ func (l *locator) checkTokens(keyID string, tokens [][]byte, requestID string, p
 	return nil
 }
 
+// linkageKey reads a linkage key from this broker's state. A refusal must
+// not rest on a state that may be behind: a key the operator has just
+// added (or made active again) may not have reached this broker yet, so
+// when the local state does not know the key, or (to publish) holds it
+// retired, the answer comes from a linearizable read, which reflects every
+// write acknowledged before it.
+func (l *locator) linkageKey(ctx context.Context, keyID string, publish bool) (*qhinv1.LinkageKey, error) {
+	k, err := l.s.node.FSM().LinkageKey(keyID)
+	if err == nil && (!publish || k.State == qhinv1.LinkageKeyState_LINKAGE_KEY_STATE_ACTIVE) {
+		return k, nil
+	}
+	if err != nil && !errors.Is(err, fsm.ErrNotFound) {
+		return nil, err
+	}
+	f, err := l.s.node.Read(ctx, cluster.ReadLinearizable)
+	if err != nil {
+		return nil, err
+	}
+	return f.LinkageKey(keyID)
+}
+
 func (l *locator) PublishTokens(ctx context.Context, req *qhinv1.PublishTokensRequest) (*qhinv1.PublishTokensResponse, error) {
 	p, err := l.member(ctx, req.ParticipantId, true)
 	if err != nil {
 		return nil, err
 	}
-	if err := l.checkTokens(req.KeyId, req.Tokens, req.RequestId, true); err != nil {
+	if err := l.checkTokens(ctx, req.KeyId, req.Tokens, req.RequestId, true); err != nil {
 		return nil, err
 	}
 	// The cap counts what the member holds here and now: calls in flight
@@ -131,7 +152,7 @@ func (l *locator) WithdrawTokens(ctx context.Context, req *qhinv1.WithdrawTokens
 	if err != nil {
 		return nil, err
 	}
-	if err := l.checkTokens(req.KeyId, req.Tokens, req.RequestId, false); err != nil {
+	if err := l.checkTokens(ctx, req.KeyId, req.Tokens, req.RequestId, false); err != nil {
 		return nil, err
 	}
 	n, err := l.apply(ctx, qhinv1.CommandType_COMMAND_TYPE_LOCATOR_WITHDRAW, req.RequestId, p.Id, req.KeyId, req.Tokens)
@@ -208,7 +229,7 @@ func (l *locator) LocatorStatus(ctx context.Context, _ *qhinv1.LocatorStatusRequ
 // discoveryResponders decides which members a discovery query goes to: it
 // checks the query's record-locator tokens, looks up the members that hold
 // any of them, and leaves the decision to route.
-func (g *gateway) discoveryResponders(initiator string, req *qhinv1.DiscoverPatientsRequest) (ask []*qhinv1.Participant, skipped []*qhinv1.ResponderStatus, err error) {
+func (g *gateway) discoveryResponders(ctx context.Context, initiator string, req *qhinv1.DiscoverPatientsRequest) (ask []*qhinv1.Participant, skipped []*qhinv1.ResponderStatus, err error) {
 	sets, err := tokenSets(req.LocatorTokens)
 	if err != nil {
 		return nil, nil, err
@@ -221,6 +242,14 @@ func (g *gateway) discoveryResponders(initiator string, req *qhinv1.DiscoverPati
 	if len(sets) > 0 && g.s.cfg.Routing != RoutingBroadcast {
 		ids, err := g.s.node.FSM().LocatorHolders(sets)
 		var unknown *fsm.UnknownKeyError
+		if errors.As(err, &unknown) {
+			// A key just added may not have reached this broker yet: refuse
+			// only what a linearizable read does not know either.
+			var f *fsm.FSM
+			if f, err = g.s.node.Read(ctx, cluster.ReadLinearizable); err == nil {
+				ids, err = f.LocatorHolders(sets)
+			}
+		}
 		if errors.As(err, &unknown) {
 			return nil, nil, invalid(fmt.Sprintf("locator_tokens[%d].key_id", unknown.Set), "not a linkage key of the network")
 		}

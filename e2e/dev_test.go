@@ -4,9 +4,11 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,6 +77,7 @@ func TestDev_KillABrokerAndKeepQuerying(t *testing.T) {
 	documentsByName(t, qhinctl, query, dir)
 	auditOfTheTour(t, qhinctl)
 	runReadmeFHIR(t, bin, dir, base)
+	checkDevRoutesByTheLocator(t, base, func() { ask("query routed by the record locator") })
 
 	status := func() (*qhinv1.StatusResponse, error) {
 		var st qhinv1.StatusResponse
@@ -476,4 +479,41 @@ func auditOfTheTour(t *testing.T, qhinctl func(...string) (string, error)) {
 			t.Fatalf("phase %q: FHIR export line %q: %v", phase, line, err)
 		}
 	}
+}
+
+// checkDevRoutesByTheLocator checks that qhinctl dev's brokers route
+// discovery by the record locator unless told otherwise: once the members
+// have published their tokens, the example query (qhinctl adds its tokens
+// from the config's linkage key) is counted as targeted by a broker's
+// routing metric. A network routing by broadcast never counts one.
+func checkDevRoutesByTheLocator(t *testing.T, base int, ask func()) {
+	t.Helper()
+	targeted := func() (float64, error) {
+		sum := 0.0
+		for i := 1; i <= 3; i++ {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", base+30+i))
+			if err != nil {
+				return 0, err
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return 0, err
+			}
+			v, ok := metricValue(string(b), "qhin_discovery_routes_total", `decision="targeted"`)
+			if !ok {
+				return 0, fmt.Errorf("broker b%d exports no targeted routing count", i)
+			}
+			sum += v
+		}
+		return sum, nil
+	}
+	pollUntil(t, 60*time.Second, "a query of qhinctl dev's network routed by the record locator", func() error {
+		ask()
+		n, err := targeted()
+		if err == nil && n == 0 {
+			err = errors.New("no targeted query yet")
+		}
+		return err
+	})
 }

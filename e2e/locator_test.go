@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/openqhin/openqhin/broker"
 	"github.com/openqhin/openqhin/broker/fsm"
 	"github.com/openqhin/openqhin/participant/match"
+	"github.com/openqhin/openqhin/participant/store"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
@@ -177,6 +179,122 @@ func TestLocator_PublishAndWithdrawThroughTheCluster(t *testing.T) {
 	waitLocator(t, n, "rotation")
 	holdersEverywhere(t, n, rotated, ellenAtP2, "p2")
 	holdersEverywhere(t, n, key, ellenAtP2, "")
+}
+
+// TestLocator_RecordsChangedWhileDownArePublishedAtStart writes to a
+// stopped member's store as qhinctl import does — a new patient, a changed
+// one, a deleted one — and starts the member again: it publishes and
+// withdraws what changed before anything else is written.
+func TestLocator_RecordsChangedWhileDownArePublishedAtStart(t *testing.T) {
+	n, key, _ := locatorNetwork(t, 1, "")
+	put(t, n, 1, "p2-doris", dorisAtP2)
+	put(t, n, 1, "p2-quentin", nobody)
+	waitLocator(t, n, "publish")
+	holdersEverywhere(t, n, key, nobody, "p2")
+
+	if err := n.StopParticipant(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(n.Participants[1].Dir, "data", "participant.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := proto.Clone(dorisAtP2).(*qhinv1.Demographics)
+	moved.Family, moved.Phone, moved.Address = "Okafor", "", &qhinv1.Address{PostalCode: "10001"}
+	err = errors.Join(
+		st.PutPatients(context.Background(), []store.Patient{{ID: "p2-ellen", Demographics: ellenAtP2}, {ID: "p2-doris", Demographics: moved}}),
+		st.DeletePatient(context.Background(), "p2-quentin"),
+		st.Close())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing reached the brokers while the member was down.
+	holdersEverywhere(t, n, key, ellenAtP2, "")
+	holdersEverywhere(t, n, key, dorisAtP2, "p2")
+
+	if err := n.StartParticipant(1); err != nil {
+		t.Fatal(err)
+	}
+	waitLocator(t, n, "start after the import")
+	holdersEverywhere(t, n, key, ellenAtP2, "p2")
+	holdersEverywhere(t, n, key, moved, "p2")
+	holdersEverywhere(t, n, key, dorisAtP2, "")
+	holdersEverywhere(t, n, key, nobody, "")
+	stp, _, _ := n.Participants[1].Server.Locator()
+	if got, _ := n.Brokers[0].Server.Node().FSM().LocatorCount("p2"); got != uint64(stp.Tokens) || got == 0 {
+		t.Errorf("brokers count %d tokens of p2, p2 holds %d", got, stp.Tokens)
+	}
+}
+
+// TestLocator_NewBrokerGetsTheLocatorBySnapshot adds a broker to a cluster
+// whose log no longer holds the publications: it learns the locator from
+// the leader's snapshot.
+func TestLocator_NewBrokerGetsTheLocatorBySnapshot(t *testing.T) {
+	key := newKey(t)
+	n, _ := startNetwork(t, Options{Brokers: 3, Participants: 3, LinkageKey: key, TrailingLogs: 2})
+	put(t, n, 1, "p2-doris", dorisAtP2)
+	put(t, n, 2, "p3-ellen", ellenAtP3)
+	waitLocator(t, n, "publish")
+	// Push the publications out of the log: the newcomer cannot replay them.
+	registerBatch(t, n, "filler", 50, 10)
+	leader := waitLeader(t, n, -1)
+	if err := n.Brokers[leader].Server.Node().Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	snapIndex := n.Brokers[leader].Server.Node().LastSnapshotIndex()
+
+	b4, err := n.AddBroker(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the new broker to be ready", func() bool { return n.Brokers[b4].Server.Ready() })
+	waitFor(t, 10*time.Second, fmt.Sprintf("the new broker's last snapshot index to reach %d (caught up without a snapshot install?)", snapIndex),
+		func() bool { return n.Brokers[b4].Server.Node().LastSnapshotIndex() >= snapIndex })
+	waitLocator(t, n, "the new broker catches up")
+	holdersEverywhere(t, n, key, dorisAtP2, "p2")
+	holdersEverywhere(t, n, key, ellenAtP3, "p3")
+	if got, _ := n.Brokers[b4].Server.Node().FSM().LocatorCount("p2"); got != 5 {
+		t.Errorf("new broker counts %d tokens of p2, want 5", got)
+	}
+}
+
+// TestLocator_FollowerBehindAKeyDoesNotRefuseIt adds a linkage key through
+// the leader and at once publishes, or queries, under it at each follower: a follower
+// that has not yet applied the key must not answer that the network does
+// not know it (a refusal a member would take for a wrong key), however
+// late it learns it. On code that refuses from the follower's own state
+// this fails most rounds; it cannot pass by timing, since every round's
+// publication must succeed.
+func TestLocator_FollowerBehindAKeyDoesNotRefuseIt(t *testing.T) {
+	n, _ := startNetwork(t, Options{Brokers: 3, Participants: 2, LinkageKey: newKey(t)})
+	waitLocator(t, n, "start")
+	op := dial(t, n, n.Operator())
+	tokens := newKey(t).QueryTokens(dorisAtP2).Tokens
+	for round := range 10 {
+		k := newKey(t)
+		if err := setLinkageKey(context.Background(), op, k.ID()); err != nil {
+			t.Fatal(err)
+		}
+		leader := waitLeader(t, n, -1)
+		for i, b := range n.Brokers {
+			if i == leader {
+				continue
+			}
+			cc := rawConn(t, b.GRPCAddr, brokerCreds(n, n.ParticipantSource(1)))
+			if _, err := qhinv1.NewLocatorClient(cc).PublishTokens(callCtx(t), &qhinv1.PublishTokensRequest{KeyId: k.ID(), Tokens: tokens}); err != nil {
+				t.Fatalf("round %d: publish under a key just added, through follower %s: %v", round, b.ID, err)
+			}
+			// A query with tokens under the key is not refused either.
+			k2 := newKey(t)
+			if err := setLinkageKey(context.Background(), op, k2.ID()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := qhinv1.NewGatewayClient(cc).DiscoverPatients(callCtx(t), &qhinv1.DiscoverPatientsRequest{PurposeOfUse: "T-TRTMNT",
+				Requester: requester(), Demographics: dorisAtP2, LocatorTokens: []*qhinv1.LocatorTokens{k2.QueryTokens(dorisAtP2)}}); err != nil {
+				t.Fatalf("round %d: query with tokens under a key just added, through follower %s: %v", round, b.ID, err)
+			}
+		}
+	}
 }
 
 func TestLocator_TargetedRoutingAndFallback(t *testing.T) {

@@ -18,7 +18,9 @@ func FuzzParseBundle(f *testing.F) {
 	ca := newTestCA(f, testTD)
 	other := newTestCA(f, otherTD)
 	leaf := issueSVID(f, ca, RoleBroker, "b1")
-	pemOf := func(c *x509.Certificate) []byte { return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}) }
+	pemOf := func(c *x509.Certificate) []byte {
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
 	f.Add(pemOf(ca.Certificate()))
 	f.Add(append(pemOf(ca.Certificate()), pemOf(other.Certificate())...))
 	f.Add(pemOf(leaf.Certificates[0]))

@@ -181,6 +181,12 @@ func runDev(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, f de
 	if err := writeDevConfig(net, f, cfgPath); err != nil {
 		return err
 	}
+	// Until a member has published its patients' tokens, targeted queries
+	// do not ask it: wait for every member with records, so that the
+	// tour's first query finds everyone.
+	if err := waitPublished(ctx, net, counts, log, time.Minute); err != nil {
+		fmt.Fprintf(out, "Record locator: %v; queries may skip the members still publishing.\n", err)
+	}
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	leader, _ := net.Leader(lctx)
 	cancel()
@@ -410,3 +416,42 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // example of CMS's check-digit description), for the printed example
 // queries: treatment queries name the requesting clinician's NPI.
 const exampleNPI = "1234567893"
+
+// waitPublished waits until the brokers' locator lists every member that
+// holds patients, or timeout.
+func waitPublished(ctx context.Context, net *e2e.ProcessNetwork, counts []e2e.SeedCounts, log *slog.Logger, timeout time.Duration) error {
+	conn, err := client.Dial(net.BrokerAddrs(), net.Operator(), log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	loc := qhinv1.NewLocatorClient(conn)
+	for {
+		missing := []string{}
+		resp, err := loc.LocatorStatus(ctx, &qhinv1.LocatorStatusRequest{})
+		if err == nil {
+			listed := map[string]bool{}
+			for _, m := range resp.Members {
+				listed[m.ParticipantId] = m.Tokens > 0
+			}
+			for _, c := range counts {
+				if c.Patients > 0 && !listed[c.Participant] {
+					missing = append(missing, c.Participant)
+				}
+			}
+			if len(missing) == 0 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("%s not published after %v", strings.Join(missing, ", "), timeout)
+			}
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

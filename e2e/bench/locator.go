@@ -12,12 +12,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/openqhin/openqhin/broker"
 	"github.com/openqhin/openqhin/broker/cluster"
 	"github.com/openqhin/openqhin/broker/fsm"
 	"github.com/openqhin/openqhin/e2e"
 	"github.com/openqhin/openqhin/participant"
 	"github.com/openqhin/openqhin/participant/match"
 	"github.com/openqhin/openqhin/participant/synth"
+	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
 
@@ -185,6 +187,7 @@ func Locator(ctx context.Context, o LocatorOptions, progress Progress) (*Locator
 		fmt.Sprintf("discovery: %d members, %d persons each registered at two or three of them (synthetic, with the variations of real registrations); every member published its tokens before the queries", o.Members, o.Persons),
 		"targeted: the query carries the tokens of the person's demographics (the brokers ask the members the locator lists, falling back to every member without a hit); broadcast: the same query without tokens (every member is asked)",
 		"each path queries its own persons (a confirmed match records tokens: asking the same person on both paths would favour the second); recall counts the registrations of each queried person the answer linked",
+		"every member connects from 127.0.0.1, so the brokers' per-source connection cap (--max-connections-per-source, 64 by default, meant for one member per address) is raised to twice the members plus 64",
 		fmt.Sprintf("closed loop: %d workers, %d rounds, the paths alternating A B B A; every broker and member runs in this process", o.Workers, o.Rounds),
 	}
 	return res, nil
@@ -428,7 +431,12 @@ func locatorDiscovery(ctx context.Context, o LocatorOptions, progress Progress) 
 		return nil, err
 	}
 	progress.report("starting the discovery network", 0, 1)
-	n, err := startNetwork(ctx, o.Dir, e2e.Options{Brokers: o.Brokers, Participants: o.Members, FastRaft: o.FastRaft, LinkageKey: key})
+	// Every member reaches the brokers from 127.0.0.1 here: the brokers'
+	// per-source connection cap, meant for one member per address, would
+	// close the connections of all but the first few dozen members.
+	conns := max(2*o.Members+64, pki.DefaultMaxConnectionsPerSource)
+	limits := broker.Limits{Server: pki.ServerLimits{MaxConnectionsPerSource: conns, MaxConnections: max(conns, pki.DefaultMaxConnections)}}
+	n, err := startNetwork(ctx, o.Dir, e2e.Options{Brokers: o.Brokers, Participants: o.Members, FastRaft: o.FastRaft, LinkageKey: key, Limits: limits})
 	if err != nil {
 		return nil, err
 	}
