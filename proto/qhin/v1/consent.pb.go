@@ -1152,10 +1152,13 @@ type Disclosure struct {
 	EmergencyReason string `protobuf:"bytes,7,opt,name=emergency_reason,json=emergencyReason,proto3" json:"emergency_reason,omitempty"`
 	QueryId         string `protobuf:"bytes,8,opt,name=query_id,json=queryId,proto3" json:"query_id,omitempty"`
 	// The broker whose ledger recorded it, and the entry's sequence number.
-	Broker        string `protobuf:"bytes,9,opt,name=broker,proto3" json:"broker,omitempty"`
-	Seq           uint64 `protobuf:"varint,10,opt,name=seq,proto3" json:"seq,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Broker string `protobuf:"bytes,9,opt,name=broker,proto3" json:"broker,omitempty"`
+	Seq    uint64 `protobuf:"varint,10,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The record disclosed: its home member and local patient id.
+	RecordParticipantId string `protobuf:"bytes,30,opt,name=record_participant_id,json=recordParticipantId,proto3" json:"record_participant_id,omitempty"`
+	RecordPatientId     string `protobuf:"bytes,31,opt,name=record_patient_id,json=recordPatientId,proto3" json:"record_patient_id,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Disclosure) Reset() {
@@ -1256,6 +1259,20 @@ func (x *Disclosure) GetSeq() uint64 {
 		return x.Seq
 	}
 	return 0
+}
+
+func (x *Disclosure) GetRecordParticipantId() string {
+	if x != nil {
+		return x.RecordParticipantId
+	}
+	return ""
+}
+
+func (x *Disclosure) GetRecordPatientId() string {
+	if x != nil {
+		return x.RecordPatientId
+	}
+	return ""
 }
 
 type ListDisclosuresResponse struct {
@@ -1405,7 +1422,7 @@ const file_qhin_v1_consent_proto_rawDesc = "" +
 	"\n" +
 	"patient_id\x18\x02 \x01(\tR\tpatientId\x120\n" +
 	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"\xf1\x02\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"\xd1\x03\n" +
 	"\n" +
 	"Disclosure\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x128\n" +
@@ -1418,7 +1435,9 @@ const file_qhin_v1_consent_proto_rawDesc = "" +
 	"\bquery_id\x18\b \x01(\tR\aqueryId\x12\x16\n" +
 	"\x06broker\x18\t \x01(\tR\x06broker\x12\x10\n" +
 	"\x03seq\x18\n" +
-	" \x01(\x04R\x03seq\"d\n" +
+	" \x01(\x04R\x03seq\x122\n" +
+	"\x15record_participant_id\x18\x1e \x01(\tR\x13recordParticipantId\x12*\n" +
+	"\x11record_patient_id\x18\x1f \x01(\tR\x0frecordPatientId\"d\n" +
 	"\x17ListDisclosuresResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x125\n" +
 	"\vdisclosures\x18\x02 \x03(\v2\x13.qhin.v1.DisclosureR\vdisclosures2\xfe\x04\n" +
