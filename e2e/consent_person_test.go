@@ -193,6 +193,20 @@ func TestConsent_RevokeByDemographics(t *testing.T) {
 		}
 	}
 
+	// A member that does not answer leaves the lookup incomplete, and the
+	// answer names it; the records found elsewhere are still covered.
+	n.KillParticipant(2)
+	part, err := op.RevokeConsentByDemographics(ctx, &qhinv1.RevokeConsentByDemographicsRequest{Person: person, Purposes: []string{"T-PYMNT"}})
+	if err != nil {
+		t.Fatalf("phase %q: %v", "revoke with p3 down", err)
+	}
+	if u := part.Lookup.Unanswered; len(u) != 1 || u[0] != "p3" {
+		t.Errorf("unanswered %v with p3 down, want [p3]", u)
+	}
+	if len(part.Directives) != 1 || part.Directives[0].ParticipantId != "p2" || len(part.Directives[0].DeniedPurposes) != 1 {
+		t.Errorf("directives with p3 down: %v, want p2's record with T-PYMNT denied", part.Directives)
+	}
+
 	logged := logs.String()
 	for _, phi := range []string{"Rosalind", "Achterberg", "1972-09-14", "1972-09-15", "518-555-0142", "Elm St"} {
 		if strings.Contains(logged, phi) {
