@@ -105,7 +105,7 @@ func newConsentSetCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if p.set() {
-				return consentByPerson(cmd, g, &p, "directive set", func(ctx context.Context, cl qhinv1.ConsentClient, person *qhinv1.PersonLookup) (*qhinv1.ConsentByDemographicsResponse, error) {
+				return consentByPerson(cmd, g, &p, "directive set", "the consent set", func(ctx context.Context, cl qhinv1.ConsentClient, person *qhinv1.PersonLookup) (*qhinv1.ConsentByDemographicsResponse, error) {
 					return cl.SetConsentByDemographics(ctx, &qhinv1.SetConsentByDemographicsRequest{Person: person, Directive: &qhinv1.ConsentDirective{
 						OptOut: optOut, DeniedPurposes: deny, AllowedPurposes: allow, EmergencyOverride: emergency,
 						RecordedBy: &qhinv1.ConsentRecorder{ProxyName: c.proxyName, ProxyRelationship: c.proxyRel}}})
@@ -156,7 +156,7 @@ func newConsentRevokeCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if p.set() {
-				return consentByPerson(cmd, g, &p, "revoked", func(ctx context.Context, cl qhinv1.ConsentClient, person *qhinv1.PersonLookup) (*qhinv1.ConsentByDemographicsResponse, error) {
+				return consentByPerson(cmd, g, &p, "revoked", "the revoke", func(ctx context.Context, cl qhinv1.ConsentClient, person *qhinv1.PersonLookup) (*qhinv1.ConsentByDemographicsResponse, error) {
 					return cl.RevokeConsentByDemographics(ctx, &qhinv1.RevokeConsentByDemographicsRequest{Person: person, Purposes: purposes,
 						ProxyName: c.proxyName, ProxyRelationship: c.proxyRel})
 				})

@@ -113,7 +113,7 @@ func incomplete(what string, l *qhinv1.RecordLookup) error {
 }
 
 // consentByPerson runs a set or revoke by demographics and prints it.
-func consentByPerson(cmd *cobra.Command, g *globals, p *personFlags, verb string,
+func consentByPerson(cmd *cobra.Command, g *globals, p *personFlags, verb, noun string,
 	call func(ctx context.Context, cl qhinv1.ConsentClient, person *qhinv1.PersonLookup) (*qhinv1.ConsentByDemographicsResponse, error)) error {
 	cl, conn, _, person, err := p.operatorConsent(g)
 	if err != nil {
@@ -133,7 +133,7 @@ func consentByPerson(cmd *cobra.Command, g *globals, p *personFlags, verb string
 	if perr != nil {
 		return perr
 	}
-	return incomplete("the "+verb, resp.Lookup)
+	return incomplete(noun, resp.Lookup)
 }
 
 // personDisclosures is the accounting of a person named by demographics:
