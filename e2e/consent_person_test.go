@@ -193,6 +193,21 @@ func TestConsent_RevokeByDemographics(t *testing.T) {
 		}
 	}
 
+	// Consent given again by demographics: an empty directive for each
+	// record; a directive that names a record itself is refused.
+	if _, err := op.SetConsentByDemographics(ctx, &qhinv1.SetConsentByDemographicsRequest{Person: person,
+		Directive: &qhinv1.ConsentDirective{ParticipantId: "p2", PatientId: "p2-000311"}}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("set by demographics naming a record: %v, want InvalidArgument", err)
+	}
+	set, err := op.SetConsentByDemographics(ctx, &qhinv1.SetConsentByDemographicsRequest{Person: person, Directive: &qhinv1.ConsentDirective{}})
+	if err != nil || len(set.Directives) != 2 {
+		t.Fatalf("phase %q: %v, %v", "set by demographics", set, err)
+	}
+	disc, err = discover(gw)
+	if err != nil || !discloses(disc.Persons, "p2", "p2-000311") || !discloses(disc.Persons, "p3", "p3-5150") {
+		t.Errorf("discovery after consent was given again: %v, %v; want p2's and p3's records", disc.GetPersons(), err)
+	}
+
 	// A member that does not answer leaves the lookup incomplete, and the
 	// answer names it; the records found elsewhere are still covered.
 	n.KillParticipant(2)
