@@ -18,22 +18,22 @@ import (
 // patient's request: the brokers find the person's records at the members
 // (their matchers' certain matches) and act on each.
 type personFlags struct {
-	d      qhinv1.Demographics
-	tokens bool
+	given, family, birthDate, gender string
+	tokens                           bool
 }
 
 func (p *personFlags) add(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&p.d.Given, "given", "", "the person's given name(s): find their records at every member, as an operator (with --family, --birth-date, --gender; no --as or --patient)")
-	f.StringVar(&p.d.Family, "family", "", "the person's family name")
-	f.StringVar(&p.d.BirthDate, "birth-date", "", "the person's birth date, YYYY-MM-DD")
-	f.StringVar(&p.d.Gender, "gender", "", "male, female, other or unknown")
+	f.StringVar(&p.given, "given", "", "the person's given name(s): find their records at every member, as an operator (with --family, --birth-date, --gender; no --as or --patient)")
+	f.StringVar(&p.family, "family", "", "the person's family name")
+	f.StringVar(&p.birthDate, "birth-date", "", "the person's birth date, YYYY-MM-DD")
+	f.StringVar(&p.gender, "gender", "", "male, female, other or unknown")
 	f.BoolVar(&p.tokens, "locator-tokens", true, "with --given …: send the record-locator tokens of the demographics, when the config names a linkage key")
 }
 
 // set reports whether the person is named by demographics.
 func (p *personFlags) set() bool {
-	return p.d.Given != "" || p.d.Family != "" || p.d.BirthDate != "" || p.d.Gender != ""
+	return p.given != "" || p.family != "" || p.birthDate != "" || p.gender != ""
 }
 
 // check refuses a call that names the patient both ways, or neither.
@@ -50,7 +50,7 @@ func (p *personFlags) check(c *consentFlags) error {
 // lookup is the request's person, with locator tokens when the config
 // names a linkage key.
 func (p *personFlags) lookup(g *globals, cfg *client.Config) (*qhinv1.PersonLookup, error) {
-	d := &p.d
+	d := &qhinv1.Demographics{Given: p.given, Family: p.family, BirthDate: p.birthDate, Gender: p.gender}
 	out := &qhinv1.PersonLookup{Demographics: d}
 	if !p.tokens {
 		return out, nil

@@ -6,8 +6,7 @@ import (
 )
 
 func TestPersonFlags_Check(t *testing.T) {
-	person := personFlags{}
-	person.d.Given, person.d.Family = "Doris", "Black"
+	person := personFlags{given: "Doris", family: "Black"}
 	for _, tc := range []struct {
 		name string
 		p    personFlags
