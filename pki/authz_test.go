@@ -261,6 +261,10 @@ var wantCallers = map[string][]Role{
 	"/qhin.v1.Consent/RevokeConsent":   {RoleParticipant, RoleOperator},
 	"/qhin.v1.Consent/GetConsent":      {RoleParticipant, RoleOperator},
 	"/qhin.v1.Consent/ListDisclosures": {RoleParticipant, RoleOperator},
+
+	"/qhin.v1.Consent/RevokeConsentByDemographics": {RoleOperator},
+	"/qhin.v1.Consent/SetConsentByDemographics":    {RoleOperator},
+	"/qhin.v1.Consent/FindPatientRecords":          {RoleOperator},
 }
 
 // TestDefaultPolicy_EveryMethodAsEveryRole calls every RPC of qhin.v1 as
