@@ -203,8 +203,10 @@ func TestRetrieve_LargeDocumentStreamsThroughUnchangedAndUnbuffered(t *testing.T
 		// Holding the document would cost its size on top, in whichever of
 		// them held it. The heap is the whole test process's: what earlier
 		// tests' networks still free or finish while this one streams
-		// counts too (up to about 5 MiB seen), hence the margin.
-		if growth > bigDocSize/4 {
+		// counts too (up to 19 MiB seen on a loaded machine, for the small
+		// document as for the big one), hence the margin: half the
+		// document, which holding it would double.
+		if growth > bigDocSize/2 {
 			t.Errorf("heap grew by %d MiB while streaming a %d MiB document: something holds the document", growth>>20, bigDocSize>>20)
 		}
 		if extra := growth - smallGrowth; extra > bigDocSize/4 {
