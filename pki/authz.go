@@ -72,6 +72,11 @@ var DefaultPolicy = Policy{
 	// The accounting of a member's patient's disclosures, from each
 	// broker's ledger.
 	qhinv1.Consent_ListDisclosures_FullMethodName: {RoleParticipant, RoleOperator},
+	// A member's own restrictions of its patients, served by the
+	// participant to operators.
+	qhinv1.Restrictions_SetRestriction_FullMethodName:   {RoleOperator},
+	qhinv1.Restrictions_ClearRestriction_FullMethodName: {RoleOperator},
+	qhinv1.Restrictions_ListRestrictions_FullMethodName: {RoleOperator},
 
 	"/grpc.health.v1.Health/Check": everyone,
 	"/grpc.health.v1.Health/Watch": everyone,

@@ -257,10 +257,14 @@ var wantCallers = map[string][]Role{
 	"/qhin.v1.Audit/ListEntries":      {RoleOperator},
 	"/qhin.v1.Audit/VerifyLedger":     {RoleOperator},
 
-	"/qhin.v1.Consent/SetConsent":      {RoleParticipant, RoleOperator},
-	"/qhin.v1.Consent/RevokeConsent":   {RoleParticipant, RoleOperator},
-	"/qhin.v1.Consent/GetConsent":      {RoleParticipant, RoleOperator},
-	"/qhin.v1.Consent/ListDisclosures": {RoleParticipant, RoleOperator},
+	"/qhin.v1.Consent/SetConsent":    {RoleParticipant, RoleOperator},
+	"/qhin.v1.Consent/RevokeConsent": {RoleParticipant, RoleOperator},
+	"/qhin.v1.Consent/GetConsent":    {RoleParticipant, RoleOperator},
+
+	"/qhin.v1.Restrictions/SetRestriction":   {RoleOperator},
+	"/qhin.v1.Restrictions/ClearRestriction": {RoleOperator},
+	"/qhin.v1.Restrictions/ListRestrictions": {RoleOperator},
+	"/qhin.v1.Consent/ListDisclosures":       {RoleParticipant, RoleOperator},
 }
 
 // TestDefaultPolicy_EveryMethodAsEveryRole calls every RPC of qhin.v1 as
@@ -278,6 +282,7 @@ func TestDefaultPolicy_EveryMethodAsEveryRole(t *testing.T) {
 		qhinv1.RegisterLocatorServer(s, qhinv1.UnimplementedLocatorServer{})
 		qhinv1.RegisterAuditServer(s, qhinv1.UnimplementedAuditServer{})
 		qhinv1.RegisterConsentServer(s, qhinv1.UnimplementedConsentServer{})
+		qhinv1.RegisterRestrictionsServer(s, qhinv1.UnimplementedRestrictionsServer{})
 	})
 
 	conns := map[Role]*grpc.ClientConn{}
@@ -287,7 +292,7 @@ func TestDefaultPolicy_EveryMethodAsEveryRole(t *testing.T) {
 	}
 
 	methods := qhinMethods(t)
-	registered := []string{"qhin.v1.Gateway", "qhin.v1.Responder", "qhin.v1.Directory", "qhin.v1.Cluster", "qhin.v1.Locator", "qhin.v1.Audit", "qhin.v1.Consent"}
+	registered := []string{"qhin.v1.Gateway", "qhin.v1.Responder", "qhin.v1.Directory", "qhin.v1.Cluster", "qhin.v1.Locator", "qhin.v1.Audit", "qhin.v1.Consent", "qhin.v1.Restrictions"}
 	for _, md := range methods {
 		if svc := string(md.Parent().FullName()); !slices.Contains(registered, svc) {
 			t.Fatalf("service %s is not registered on the test server: add its Unimplemented server above", svc)
