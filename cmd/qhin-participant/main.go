@@ -37,6 +37,7 @@ func run() error {
 	apiSocketMode := flag.Uint32("api-socket-mode", 0o600, "file mode of the --api-listen unix socket (owner, or owner and group)")
 	insecureAPI := flag.Bool("insecure-local-api", false, "serve a --api-listen HOST:PORT (loopback only) in plaintext, without authentication")
 	answers := flag.StringSlice("answers", nil, "exchange purposes this member answers by its own policy, e.g. T-TRTMNT,T-IAS or all (default all)")
+	allowLabels := flag.StringArray("allow-label", nil, "LABEL=PURPOSE[,PURPOSE...]: purposes that may see documents carrying a security label (repeatable); documents labelled other than U, L, M, N are withheld from every purpose not allowed here, e.g. --allow-label ETH=T-TRTMNT")
 	flag.DurationVar(&cfg.Delay, "inject-latency", 0, "hold every answer back this long (benchmarks only)")
 	flag.BoolVar(&cfg.TrainMatcher, "match-train", false, "fit the matcher to this member's records (EM) at start")
 	cli.AddServerLimitFlags(flag.CommandLine, &cfg.Limits)
@@ -65,6 +66,9 @@ func run() error {
 	}
 	defer closeSource.Close()
 	cfg.Source, cfg.Logger, cfg.AnswerPurposes = src, log, *answers
+	if cfg.LabelPolicy, err = participant.ParseLabelPolicy(*allowLabels); err != nil {
+		return fmt.Errorf("--allow-label: %w", err)
+	}
 	if *keyFile != "" {
 		if len(*brokers) == 0 {
 			return fmt.Errorf("--linkage-key-file needs --broker: the member publishes its tokens to the brokers")
