@@ -262,7 +262,7 @@ type documentReference struct {
 	// SecurityLabel labels the document's content (as meta.security
 	// labels the resource); a member's policy reads both.
 	SecurityLabel []codeableConcept `json:"securityLabel"`
-	Content     []struct {
+	Content       []struct {
 		Attachment attachment `json:"attachment"`
 	} `json:"content"`
 }
