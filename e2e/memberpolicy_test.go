@@ -269,3 +269,33 @@ func TestRestrict_LocallyRestrictedPatientHiddenForItsPurpose(t *testing.T) {
 		t.Error("the logs name the restricted patient")
 	}
 }
+
+// TestLabel_LiveFeedReadsSecurityLabels: p2's EHR writes a note labelled
+// ETH in DocumentReference.meta.security through the FHIR facade's live
+// feed, next to an unlabelled one. p2's own EHR sees the label on its
+// record; p1's EHR, querying the network, lists only the unlabelled note.
+func TestLabel_LiveFeedReadsSecurityLabels(t *testing.T) {
+	n, _ := startNetwork(t, Options{Participants: 3, FHIR: true})
+	ehr1, ehr2 := newFHIREHR(t, n, 0), newFHIREHR(t, n, 1)
+	labelled := map[string]any{"resource": map[string]any{
+		"resourceType": "DocumentReference", "id": "feed-0001-eth", "status": "current",
+		"meta":    map[string]any{"security": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "ETH"}}},
+		"subject": map[string]any{"reference": "Patient/feed-0001"}, "description": ethTitle,
+		"content": []any{map[string]any{"attachment": map[string]any{"contentType": "text/plain", "data": "cGFydCAy"}}},
+	}, "request": map[string]any{"method": "POST", "url": "DocumentReference"}}
+	ehr2.do("POST", "/", feedBundle(t, "a note", labelled)).want(t, "transaction", 200, "")
+
+	own := ehr2.do("GET", "/local/DocumentReference/feed-0001-eth", nil).want(t, "p2's own record", 200, "")
+	if path(own.json, "securityLabel", 0, "coding", 0, "code") != "ETH" {
+		t.Fatalf("p2's own record has no ETH label: %s", own.body)
+	}
+	found := ehr1.do("GET", "/Patient?"+newcomerQuery.Encode(), nil).want(t, "discovery", 200, "")
+	m := matchEntries(found.json)
+	if len(m) != 1 {
+		t.Fatalf("discovery: %s", found.body)
+	}
+	docs := ehr1.do("GET", "/DocumentReference?patient="+str(path(m[0], "resource", "id")), nil).want(t, "documents", 200, "")
+	if dm := matchEntries(docs.json); len(dm) != 1 || strings.Contains(string(docs.body), ethTitle) {
+		t.Fatalf("p1 lists %d document(s), want only the unlabelled note: %s", len(dm), docs.body)
+	}
+}
