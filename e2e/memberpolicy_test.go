@@ -159,18 +159,19 @@ func TestLabel_PartTwoRecordWithheldUnlessThePolicyAllows(t *testing.T) {
 		t.Fatalf("phase %q: the ETH document is listed", "default again")
 	}
 
-	// p2's ledger records the withholding.
-	entries := listAudit(t, participantAudit(t, n, 1), &qhinv1.ListAuditEntriesRequest{Action: participant.ActionWithheldByMember})
-	var listed, retrieved bool
-	for _, e := range entries {
-		if len(e.DocumentRefs) == 1 && e.DocumentRefs[0] == "p2-doc-eth" {
-			listed = listed || e.Method == qhinv1.Responder_QueryDocuments_FullMethodName
-			retrieved = retrieved || e.Method == qhinv1.Responder_RetrieveDocument_FullMethodName
+	// p2's ledger records the withholding (written off the answer's path:
+	// poll).
+	audit := participantAudit(t, n, 1)
+	waitFor(t, 20*time.Second, "p2's ledger records the withheld listing and retrieval", func() bool {
+		var listed, retrieved bool
+		for _, e := range listAudit(t, audit, &qhinv1.ListAuditEntriesRequest{Action: participant.ActionWithheldByMember}) {
+			if len(e.DocumentRefs) == 1 && e.DocumentRefs[0] == "p2-doc-eth" && e.Outcome == codes.PermissionDenied.String() {
+				listed = listed || e.Method == qhinv1.Responder_QueryDocuments_FullMethodName
+				retrieved = retrieved || e.Method == qhinv1.Responder_RetrieveDocument_FullMethodName
+			}
 		}
-	}
-	if !listed || !retrieved {
-		t.Errorf("p2's ledger: withheld listing %v, withheld retrieval %v; want both (%d entries)", listed, retrieved, len(entries))
-	}
+		return listed && retrieved
+	})
 	withheldLogs += logs.String()[mark:]
 	for _, v := range []string{"p2-doc-eth", ethTitle} {
 		if containsValue(withheldLogs, v) {
@@ -252,6 +253,16 @@ func TestRestrict_LocallyRestrictedPatientHiddenForItsPurpose(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied || strings.Contains(err.Error(), "p2-doc-1") || strings.Contains(err.Error(), "p2-000042") {
 		t.Errorf("retrieve through the old link: %v, want PermissionDenied naming nothing", err)
 	}
+
+	audit := participantAudit(t, n, 1)
+	waitFor(t, 20*time.Second, "p2's ledger records the withheld discovery", func() bool {
+		for _, e := range listAudit(t, audit, &qhinv1.ListAuditEntriesRequest{Action: participant.ActionWithheldByMember}) {
+			if e.Method == qhinv1.Responder_DiscoverPatients_FullMethodName && len(e.PatientRefs) == 1 && e.PatientRefs[0] == "p2-000042" && e.PurposeOfUse == "T-TRTMNT" {
+				return true
+			}
+		}
+		return false
+	})
 
 	if resp, err := rc.ClearRestriction(callCtx(t), &qhinv1.ClearRestrictionRequest{PatientId: "p2-000042"}); err != nil || !resp.Cleared {
 		t.Fatalf("ClearRestriction = %v, %v", resp, err)
