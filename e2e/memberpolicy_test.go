@@ -3,11 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -308,5 +311,55 @@ func TestLabel_LiveFeedReadsSecurityLabels(t *testing.T) {
 	docs := ehr1.do("GET", "/DocumentReference?patient="+str(path(m[0], "resource", "id")), nil).want(t, "documents", 200, "")
 	if dm := matchEntries(docs.json); len(dm) != 1 || strings.Contains(string(docs.body), ethTitle) {
 		t.Fatalf("p1 lists %d document(s), want only the unlabelled note: %s", len(dm), docs.body)
+	}
+}
+
+// TestRestrict_ThroughTheMembersLocalAPI: the member's own EHR restricts a
+// patient through the member's local API (a unix socket), with no
+// operator: the network no longer finds her at p2 for any purpose, and the
+// member's ledger names the EHR's uid as who did it.
+func TestRestrict_ThroughTheMembersLocalAPI(t *testing.T) {
+	n, _ := startNetwork(t, Options{Brokers: 1, Participants: 3})
+	seedMaria(t, n)
+	p2 := n.Participants[1]
+	sock := filepath.Join(t.TempDir(), "ehr.sock")
+	api, err := participant.NewRelayServer(participant.RelayConfig{
+		Listen: "unix:" + sock, Source: n.ParticipantSource(1), Conn: dial(t, n, n.ParticipantSource(1)),
+		Ledger: p2.Server.Ledger(), Restrictions: p2.Server.Restrictions(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go api.Serve()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		api.Stop(ctx)
+	})
+	cc, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	if _, err := qhinv1.NewRestrictionsClient(cc).SetRestriction(callCtx(t), &qhinv1.SetRestrictionRequest{PatientId: "p2-000042"}); err != nil {
+		t.Fatalf("SetRestriction through the local API: %v", err)
+	}
+
+	gw := dial(t, n, n.ParticipantSource(0)).Gateway()
+	for _, p := range []string{"T-TRTMNT", "T-PYMNT"} {
+		disc, err := gw.DiscoverPatients(callCtx(t), &qhinv1.DiscoverPatientsRequest{PurposeOfUse: p, Requester: requester(), Demographics: maria})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if discloses(disc.Persons, "p2", "p2-000042") {
+			t.Errorf("%s: p2's record found; it is restricted for all exchange", p)
+		}
+	}
+	var by string
+	for _, e := range listAudit(t, participantAudit(t, n, 1), &qhinv1.ListAuditEntriesRequest{Action: "restrict"}) {
+		by = e.Actor
+	}
+	if !strings.HasPrefix(by, "unix:") {
+		t.Errorf("the ledger's restrict entry names %q, want the EHR's unix uid", by)
 	}
 }

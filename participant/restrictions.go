@@ -22,6 +22,11 @@ type restrictions struct {
 	s *Server
 }
 
+// Restrictions returns the member's Restrictions service, for its local
+// API (RelayConfig.Restrictions); the Responder's port serves it to
+// operators.
+func (s *Server) Restrictions() qhinv1.RestrictionsServer { return &restrictions{s: s} }
+
 // maxPatientID caps a patient id a caller sends.
 const maxPatientID = 256
 

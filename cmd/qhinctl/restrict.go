@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
 )
@@ -23,14 +25,28 @@ exchange when none is named), and lists and retrieves none of the patient's
 documents. The restriction lives in the participant's store; these commands
 talk to the running participant over mutual TLS as the operator.`,
 	}
-	cmd.AddCommand(newRestrictCmd(g), newUnrestrictCmd(g), newRestrictionsCmd(g))
+	api := new(string)
+	cmd.PersistentFlags().StringVar(api, "api", "", "unix:PATH: call the member's own local API (qhin-participant --api-listen unix:PATH) instead, as the member's EHR, without the operator's identity")
+	cmd.AddCommand(newRestrictCmd(g, api), newUnrestrictCmd(g, api), newRestrictionsCmd(g, api))
 	return cmd
 }
 
-// restrictionsClient dials one participant's Restrictions service.
-func (g *globals) restrictionsClient(ctx context.Context, participant string) (qhinv1.RestrictionsClient, func(), error) {
+// restrictionsClient dials one participant's Restrictions service: on
+// its Responder as the operator, or on the member's local API socket.
+func (g *globals) restrictionsClient(ctx context.Context, api, participant string) (qhinv1.RestrictionsClient, func(), error) {
+	if api != "" {
+		path, ok := strings.CutPrefix(api, "unix:")
+		if !ok || strings.TrimPrefix(path, "//") == "" {
+			return nil, nil, errors.New("--api: want unix:PATH, the member's local API socket")
+		}
+		c, err := grpc.NewClient("unix://"+strings.TrimPrefix(path, "//"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, nil, fmt.Errorf("--api: %w", err)
+		}
+		return qhinv1.NewRestrictionsClient(c), func() { c.Close() }, nil
+	}
 	if participant == "" {
-		return nil, nil, errors.New("--participant is required")
+		return nil, nil, errors.New("--participant is required (or --api)")
 	}
 	nodes, closeAll, err := g.auditNodes(ctx, []string{participant})
 	if err != nil {
@@ -39,7 +55,7 @@ func (g *globals) restrictionsClient(ctx context.Context, participant string) (q
 	return qhinv1.NewRestrictionsClient(grpc.ClientConnInterface(nodes[0].conn)), closeAll, nil
 }
 
-func newRestrictCmd(g *globals) *cobra.Command {
+func newRestrictCmd(g *globals, api *string) *cobra.Command {
 	var member, patient string
 	var purposes []string
 	cmd := &cobra.Command{
@@ -51,7 +67,7 @@ func newRestrictCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := g.callContext(cmd.Context())
 			defer cancel()
-			c, closeAll, err := g.restrictionsClient(ctx, member)
+			c, closeAll, err := g.restrictionsClient(ctx, *api, member)
 			if err != nil {
 				return err
 			}
@@ -61,7 +77,7 @@ func newRestrictCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return g.print(cmd.OutOrStdout(), resp, func(t *table) {
-				t.line("%s restricts %s for %s", member, patient, restrictedFor(resp.Restriction))
+				t.line("%s restricts %s for %s", memberName(member), patient, restrictedFor(resp.Restriction))
 			})
 		},
 	}
@@ -71,7 +87,7 @@ func newRestrictCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newUnrestrictCmd(g *globals) *cobra.Command {
+func newUnrestrictCmd(g *globals, api *string) *cobra.Command {
 	var member, patient string
 	cmd := &cobra.Command{
 		Use:     "unrestrict",
@@ -81,7 +97,7 @@ func newUnrestrictCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := g.callContext(cmd.Context())
 			defer cancel()
-			c, closeAll, err := g.restrictionsClient(ctx, member)
+			c, closeAll, err := g.restrictionsClient(ctx, *api, member)
 			if err != nil {
 				return err
 			}
@@ -92,9 +108,9 @@ func newUnrestrictCmd(g *globals) *cobra.Command {
 			}
 			return g.print(cmd.OutOrStdout(), resp, func(t *table) {
 				if resp.Cleared {
-					t.line("%s no longer restricts %s", member, patient)
+					t.line("%s no longer restricts %s", memberName(member), patient)
 				} else {
-					t.line("%s had no restriction of %s", member, patient)
+					t.line("%s had no restriction of %s", memberName(member), patient)
 				}
 			})
 		},
@@ -104,7 +120,7 @@ func newUnrestrictCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newRestrictionsCmd(g *globals) *cobra.Command {
+func newRestrictionsCmd(g *globals, api *string) *cobra.Command {
 	var member string
 	cmd := &cobra.Command{
 		Use:     "restrictions",
@@ -114,7 +130,7 @@ func newRestrictionsCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := g.callContext(cmd.Context())
 			defer cancel()
-			c, closeAll, err := g.restrictionsClient(ctx, member)
+			c, closeAll, err := g.restrictionsClient(ctx, *api, member)
 			if err != nil {
 				return err
 			}
@@ -141,4 +157,12 @@ func restrictedFor(r *qhinv1.Restriction) string {
 		return "all exchange"
 	}
 	return strings.Join(r.Purposes, ",")
+}
+
+// memberName names the member a command spoke to.
+func memberName(id string) string {
+	if id == "" {
+		return "the member"
+	}
+	return id
 }
