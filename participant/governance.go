@@ -2,7 +2,6 @@ package participant
 
 import (
 	"context"
-	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -113,9 +112,13 @@ func (r *responder) withholdCandidates(ctx context.Context, method string, qc *q
 	if err != nil || len(out) == len(ids) {
 		return cands, err
 	}
+	keep := make(map[string]bool, len(out))
+	for _, id := range out {
+		keep[id] = true
+	}
 	kept := cands[:0:0]
 	for _, c := range cands {
-		if slices.Contains(out, c.PatientId) {
+		if keep[c.PatientId] {
 			kept = append(kept, c)
 		}
 	}
@@ -145,9 +148,9 @@ func (r *responder) withholdPatients(ctx context.Context, method string, qc *qhi
 	return kept, nil
 }
 
-// withholdDocuments drops the documents the member's label policy, or its
-// restriction of their patient, withholds from the query's purpose, and
-// records those it dropped.
+// withholdDocuments drops the documents the member's label policy
+// withholds from the query's purpose, and records those it dropped (the
+// patients it restricted were dropped before their documents were read).
 func (r *responder) withholdDocuments(ctx context.Context, qc *qhinv1.QueryContext, docs []*qhinv1.DocumentMetadata) []*qhinv1.DocumentMetadata {
 	kept := docs[:0:0]
 	var dropped []string
