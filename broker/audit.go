@@ -17,19 +17,22 @@ import (
 // outcome, with the action their entries carry. Queries are recorded by
 // their handlers; other refused calls by the ledger's observer.
 var auditedMethods = map[string]string{
-	qhinv1.Directory_RegisterParticipant_FullMethodName:  "register-participant",
-	qhinv1.Directory_UpdateParticipant_FullMethodName:    "update-participant",
-	qhinv1.Directory_SetParticipantStatus_FullMethodName: "set-participant-status",
-	qhinv1.Directory_WriteParticipants_FullMethodName:    "write-participants",
-	qhinv1.Cluster_Join_FullMethodName:                   "cluster-join",
-	qhinv1.Cluster_Remove_FullMethodName:                 "cluster-remove",
-	qhinv1.Cluster_SaveSnapshot_FullMethodName:           "snapshot-save",
-	qhinv1.Cluster_RestoreSnapshot_FullMethodName:        "snapshot-restore",
-	qhinv1.Audit_ListEntries_FullMethodName:              "audit-read",
-	qhinv1.Audit_VerifyLedger_FullMethodName:             "audit-verify",
-	qhinv1.Consent_SetConsent_FullMethodName:             "consent-set",
-	qhinv1.Consent_RevokeConsent_FullMethodName:          "consent-revoke",
-	qhinv1.Consent_ListDisclosures_FullMethodName:        "disclosures-read",
+	qhinv1.Directory_RegisterParticipant_FullMethodName:       "register-participant",
+	qhinv1.Directory_UpdateParticipant_FullMethodName:         "update-participant",
+	qhinv1.Directory_SetParticipantStatus_FullMethodName:      "set-participant-status",
+	qhinv1.Directory_WriteParticipants_FullMethodName:         "write-participants",
+	qhinv1.Cluster_Join_FullMethodName:                        "cluster-join",
+	qhinv1.Cluster_Remove_FullMethodName:                      "cluster-remove",
+	qhinv1.Cluster_SaveSnapshot_FullMethodName:                "snapshot-save",
+	qhinv1.Cluster_RestoreSnapshot_FullMethodName:             "snapshot-restore",
+	qhinv1.Audit_ListEntries_FullMethodName:                   "audit-read",
+	qhinv1.Audit_VerifyLedger_FullMethodName:                  "audit-verify",
+	qhinv1.Consent_SetConsent_FullMethodName:                  "consent-set",
+	qhinv1.Consent_RevokeConsent_FullMethodName:               "consent-revoke",
+	qhinv1.Consent_ListDisclosures_FullMethodName:             "disclosures-read",
+	qhinv1.Consent_RevokeConsentByDemographics_FullMethodName: "consent-revoke",
+	qhinv1.Consent_SetConsentByDemographics_FullMethodName:    "consent-set",
+	qhinv1.Consent_FindPatientRecords_FullMethodName:          "person-lookup-read",
 }
 
 // errNotRecorded refuses to hand out what the ledger could not record.

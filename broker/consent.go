@@ -141,6 +141,20 @@ func (c *consentService) SetConsent(ctx context.Context, req *qhinv1.SetConsentR
 	if d.PatientId == "" {
 		return nil, invalid("directive.patient_id", "required: the member's local patient id")
 	}
+	if d, err = c.checkDirective(ctx, d); err != nil {
+		return nil, err
+	}
+	out, err := c.apply(ctx, qhinv1.CommandType_COMMAND_TYPE_CONSENT_SET, req.RequestId, d)
+	if err != nil {
+		return nil, err
+	}
+	return &qhinv1.SetConsentResponse{Directive: out}, nil
+}
+
+// checkDirective checks a directive's purposes and returns a copy recorded
+// by the caller, its time left to the apply.
+func (c *consentService) checkDirective(ctx context.Context, in *qhinv1.ConsentDirective) (*qhinv1.ConsentDirective, error) {
+	d := proto.Clone(in).(*qhinv1.ConsentDirective)
 	if err := validateConsentPurposes("directive.denied_purposes", d.DeniedPurposes); err != nil {
 		return nil, err
 	}
@@ -154,15 +168,12 @@ func (c *consentService) SetConsent(ctx context.Context, req *qhinv1.SetConsentR
 			}
 		}
 	}
+	var err error
 	if d.RecordedBy, err = recorder(ctx, d.GetRecordedBy().GetProxyName(), d.GetRecordedBy().GetProxyRelationship(), "directive.recorded_by."); err != nil {
 		return nil, err
 	}
 	d.Updated = nil
-	out, err := c.apply(ctx, qhinv1.CommandType_COMMAND_TYPE_CONSENT_SET, req.RequestId, d)
-	if err != nil {
-		return nil, err
-	}
-	return &qhinv1.SetConsentResponse{Directive: out}, nil
+	return d, nil
 }
 
 // RevokeConsent withdraws purposes, or all exchange, from a patient's
@@ -412,7 +423,7 @@ func (c *consentService) ListDisclosures(ctx context.Context, req *qhinv1.ListDi
 			resp.Disclosures = append(resp.Disclosures, &qhinv1.Disclosure{
 				Time: e.Time, InitiatorParticipantId: e.InitiatorParticipantId, EndUser: e.EndUser, PurposeOfUse: e.PurposeOfUse,
 				Action: e.Action, Emergency: e.Emergency, EmergencyReason: e.EmergencyReason, QueryId: e.QueryId,
-				Broker: c.s.ledger.Node(), Seq: e.Seq,
+				Broker: c.s.ledger.Node(), Seq: e.Seq, RecordParticipantId: home, RecordPatientId: req.PatientId,
 			})
 		}
 		if next == 0 {

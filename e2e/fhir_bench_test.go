@@ -59,6 +59,7 @@ func BenchmarkFHIRBinary(b *testing.B) {
 	docs := ehr.do("GET", "/DocumentReference?patient="+person, nil)
 	binary := str(path(matchEntries(docs.json)[0], "resource", "content", 0, "attachment", "url"))
 	gw := dial(t, n, n.ParticipantSource(0)).Gateway()
+	link := docLink(t, gw, d, "p2", "bench-doc")
 
 	paths := []struct {
 		name string
@@ -71,8 +72,8 @@ func BenchmarkFHIRBinary(b *testing.B) {
 			})
 		}},
 		{"gateway", func() (string, int64, error) {
-			s, err := gw.RetrieveDocument(ctx, &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TREAT", Requester: requester(),
-				Link: &qhinv1.DocumentLink{ParticipantId: "p2", DocumentId: "bench-doc"}})
+			s, err := gw.RetrieveDocument(ctx, &qhinv1.RetrieveDocumentRequest{PurposeOfUse: "T-TRTMNT", Requester: requester(),
+				Link: &qhinv1.DocumentLink{Link: link}})
 			if err != nil {
 				return "", 0, err
 			}

@@ -72,6 +72,12 @@ var DefaultPolicy = Policy{
 	// The accounting of a member's patient's disclosures, from each
 	// broker's ledger.
 	qhinv1.Consent_ListDisclosures_FullMethodName: {RoleParticipant, RoleOperator},
+	// Consent and the accounting of a person named by demographics: a
+	// lookup at every member, for operators only.
+	qhinv1.Consent_RevokeConsentByDemographics_FullMethodName: {RoleOperator},
+	qhinv1.Consent_SetConsentByDemographics_FullMethodName:    {RoleOperator},
+	qhinv1.Consent_FindPatientRecords_FullMethodName:          {RoleOperator},
+
 	// A member's own restrictions of its patients, served by the
 	// participant to operators.
 	qhinv1.Restrictions_SetRestriction_FullMethodName:   {RoleOperator},

@@ -257,14 +257,18 @@ var wantCallers = map[string][]Role{
 	"/qhin.v1.Audit/ListEntries":      {RoleOperator},
 	"/qhin.v1.Audit/VerifyLedger":     {RoleOperator},
 
-	"/qhin.v1.Consent/SetConsent":    {RoleParticipant, RoleOperator},
-	"/qhin.v1.Consent/RevokeConsent": {RoleParticipant, RoleOperator},
-	"/qhin.v1.Consent/GetConsent":    {RoleParticipant, RoleOperator},
+	"/qhin.v1.Consent/SetConsent":      {RoleParticipant, RoleOperator},
+	"/qhin.v1.Consent/RevokeConsent":   {RoleParticipant, RoleOperator},
+	"/qhin.v1.Consent/GetConsent":      {RoleParticipant, RoleOperator},
+	"/qhin.v1.Consent/ListDisclosures": {RoleParticipant, RoleOperator},
+
+	"/qhin.v1.Consent/RevokeConsentByDemographics": {RoleOperator},
+	"/qhin.v1.Consent/SetConsentByDemographics":    {RoleOperator},
+	"/qhin.v1.Consent/FindPatientRecords":          {RoleOperator},
 
 	"/qhin.v1.Restrictions/SetRestriction":   {RoleOperator},
 	"/qhin.v1.Restrictions/ClearRestriction": {RoleOperator},
 	"/qhin.v1.Restrictions/ListRestrictions": {RoleOperator},
-	"/qhin.v1.Consent/ListDisclosures":       {RoleParticipant, RoleOperator},
 }
 
 // TestDefaultPolicy_EveryMethodAsEveryRole calls every RPC of qhin.v1 as

@@ -57,6 +57,12 @@ var ErrUnavailable = errors.New("the audit ledger cannot be written")
 const (
 	queueSize = 8192
 	maxBatch  = 4096
+	// refusalFlush is how long refusals nobody waits for may gather
+	// before they are written: a member flooding refused calls costs the
+	// ledger one transaction (one disk sync) per interval, not one per
+	// call. A disclosure's entry, which its caller waits for, is written
+	// at once and takes the gathered refusals with it.
+	refusalFlush = 100 * time.Millisecond
 )
 
 // Ledger is one node's audit ledger.
@@ -73,9 +79,10 @@ type Ledger struct {
 	once   sync.Once
 
 	// Written by the writer goroutine only.
-	seq      uint64
-	head     []byte
-	lastTime time.Time
+	seq        uint64
+	head       []byte
+	lastTime   time.Time
+	lastCommit time.Time
 
 	appended atomic.Uint64
 	batches  atomic.Uint64
@@ -269,8 +276,47 @@ func (l *Ledger) write() {
 				break more
 			}
 		}
+		if !waited(batch) {
+			batch = l.gather(batch)
+		}
 		l.commit(batch)
 	}
+}
+
+// waited reports whether a caller waits for an entry of batch.
+func waited(batch []*request) bool {
+	for _, r := range batch {
+		if r.done != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// gather adds to a batch nobody waits for what arrives until refusalFlush
+// has passed since the last commit, a waited entry arrives, the batch is
+// full or the ledger stops.
+func (l *Ledger) gather(batch []*request) []*request {
+	wait := time.Until(l.lastCommit.Add(refusalFlush))
+	if wait <= 0 {
+		return batch
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for len(batch) < maxBatch {
+		select {
+		case r := <-l.reqs:
+			batch = append(batch, r)
+			if r.done != nil {
+				return batch
+			}
+		case <-t.C:
+			return batch
+		case <-l.stop:
+			return batch
+		}
+	}
+	return batch
 }
 
 // refusalKey identifies refusals that may share one entry.
@@ -294,6 +340,7 @@ func (l *Ledger) commit(batch []*request) {
 		}
 		entries = append(entries, e)
 	}
+	l.lastCommit = time.Now()
 	seq, head, last := l.seq, l.head, l.lastTime
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEntries)

@@ -221,6 +221,46 @@ func TestLedger_IdenticalRefusalsShareAnEntry(t *testing.T) {
 	}
 }
 
+// TestLedger_AFloodOfRefusalsCostsATransactionPerInterval: refusals
+// nobody waits for gather for refusalFlush before they are written, so a
+// member flooding refused calls costs the ledger about one transaction (one
+// disk sync) per interval however fast it calls; every refusal is still
+// counted, and an entry a caller waits for is written at once.
+func TestLedger_AFloodOfRefusalsCostsATransactionPerInterval(t *testing.T) {
+	l := openLedger(t, "")
+	const n = 20000
+	start := time.Now()
+	for i := range n {
+		l.Record(&qhinv1.AuditEntry{Actor: "spiffe://qhin.test/participant/p9", Method: "/qhin.v1.Gateway/QueryDocuments",
+			Action: ActionRefused, Outcome: "InvalidArgument", Reason: "links[0].link: not a link this network issued"})
+		if i%100 == 0 {
+			time.Sleep(time.Millisecond) // let the queue drain: a flood, not a burst
+		}
+	}
+	waited := make(chan error, 1)
+	before := time.Now()
+	l.reqs <- &request{e: entry(1), done: waited}
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(before); d > 5*time.Second {
+		t.Errorf("an entry a caller waits for took %v behind the refusals", d)
+	}
+	elapsed := time.Since(start)
+	st := l.Stats()
+	if limit := uint64(elapsed/refusalFlush) + n/maxBatch + 3; st.Batches > limit {
+		t.Errorf("%d refusals in %v took %d transactions, want at most %d (one per %v)", n, elapsed, st.Batches, limit, refusalFlush)
+	}
+	es, _, _ := l.List(Filter{Action: ActionRefused, Limit: 1000})
+	var total uint64
+	for _, e := range es {
+		total += uint64(max(e.Count, 1))
+	}
+	if total+st.Dropped != n {
+		t.Errorf("refusals counted %d and dropped %d, want %d in all", total, st.Dropped, n)
+	}
+}
+
 func TestLedger_ListFilters(t *testing.T) {
 	l := openLedger(t, "")
 	appendN(t, l, 5)

@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/openqhin/openqhin/broker/client"
 	"github.com/openqhin/openqhin/pki"
@@ -29,12 +25,11 @@ func (c *consentFlags) add(cmd *cobra.Command, proxy bool) {
 	f := cmd.Flags()
 	f.StringVar(&c.as, "as", "", "act as this member of the config, for its own patient (default: the config's participant)")
 	f.StringVar(&c.participant, "participant", "", "the patient's home member, acting as the config's operator (without --as)")
-	f.StringVar(&c.patient, "patient", "", "the home member's local patient id (required)")
+	f.StringVar(&c.patient, "patient", "", "the home member's local patient id")
 	if proxy {
 		f.StringVar(&c.proxyName, "proxy-name", "", "the representative who acts for the patient (a parent, guardian or health care proxy)")
 		f.StringVar(&c.proxyRel, "proxy-relationship", "", "the representative's relationship to the patient, e.g. guardian")
 	}
-	cmd.MarkFlagRequired("patient")
 }
 
 // source is the identity the call is made as: the operator's when only
@@ -94,6 +89,7 @@ broker discloses the patient's records for the revoked purposes.`,
 func newConsentSetCmd(g *globals) *cobra.Command {
 	var (
 		c                 consentFlags
+		p                 personFlags
 		optOut, emergency bool
 		deny, allow       []string
 	)
@@ -101,9 +97,20 @@ func newConsentSetCmd(g *globals) *cobra.Command {
 		Use:   "set",
 		Short: "Replace a patient's directive",
 		Example: `  qhinctl consent set --as p1 --patient p1-000001 --opt-out --allow T-TRTMNT --emergency-override
-  qhinctl consent set --participant p2 --patient p2-000007 --deny T-PYMNT --deny T-HCO`,
+  qhinctl consent set --participant p2 --patient p2-000007 --deny T-PYMNT --deny T-HCO
+  qhinctl consent set --given Maria --family Garcia --birth-date 1961-04-17 --gender female --deny T-PYMNT`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := p.check(&c); err != nil {
+				return err
+			}
+			if p.set() {
+				return consentByPerson(cmd, g, &p, "directive set", "the consent set", func(ctx context.Context, cl qhinv1.ConsentClient, person *qhinv1.PersonLookup) (*qhinv1.ConsentByDemographicsResponse, error) {
+					return cl.SetConsentByDemographics(ctx, &qhinv1.SetConsentByDemographicsRequest{Person: person, Directive: &qhinv1.ConsentDirective{
+						OptOut: optOut, DeniedPurposes: deny, AllowedPurposes: allow, EmergencyOverride: emergency,
+						RecordedBy: &qhinv1.ConsentRecorder{ProxyName: c.proxyName, ProxyRelationship: c.proxyRel}}})
+				})
+			}
 			cl, done, err := c.client(g)
 			if err != nil {
 				return err
@@ -122,6 +129,7 @@ func newConsentSetCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.add(cmd, true)
+	p.add(cmd)
 	f := cmd.Flags()
 	f.BoolVar(&optOut, "opt-out", false, "the patient opts out of all exchange but the --allow purposes")
 	f.StringArrayVar(&deny, "deny", nil, "refuse this purpose and the codes refining it (repeatable)")
@@ -133,15 +141,26 @@ func newConsentSetCmd(g *globals) *cobra.Command {
 func newConsentRevokeCmd(g *globals) *cobra.Command {
 	var (
 		c        consentFlags
+		p        personFlags
 		purposes []string
 	)
 	cmd := &cobra.Command{
 		Use:   "revoke",
 		Short: "Withdraw a patient's consent to some purposes, or to all exchange",
 		Example: `  qhinctl consent revoke --as p1 --patient p1-000001                    # all exchange
-  qhinctl consent revoke --as p1 --patient p1-000001 --purpose T-PYMNT`,
+  qhinctl consent revoke --as p1 --patient p1-000001 --purpose T-PYMNT
+  qhinctl consent revoke --given Maria --family Garcia --birth-date 1961-04-17 --gender female   # operator: every member's records of her`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := p.check(&c); err != nil {
+				return err
+			}
+			if p.set() {
+				return consentByPerson(cmd, g, &p, "revoked", "the revoke", func(ctx context.Context, cl qhinv1.ConsentClient, person *qhinv1.PersonLookup) (*qhinv1.ConsentByDemographicsResponse, error) {
+					return cl.RevokeConsentByDemographics(ctx, &qhinv1.RevokeConsentByDemographicsRequest{Person: person, Purposes: purposes,
+						ProxyName: c.proxyName, ProxyRelationship: c.proxyRel})
+				})
+			}
 			cl, done, err := c.client(g)
 			if err != nil {
 				return err
@@ -161,6 +180,7 @@ func newConsentRevokeCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.add(cmd, true)
+	p.add(cmd)
 	cmd.Flags().StringArrayVar(&purposes, "purpose", nil, "the purpose to withdraw (repeatable); none withdraws all exchange")
 	return cmd
 }
@@ -194,6 +214,7 @@ func newConsentShowCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.add(cmd, false)
+	cmd.MarkFlagRequired("patient")
 	return cmd
 }
 
@@ -226,6 +247,7 @@ func printDirective(t *table, d *qhinv1.ConsentDirective) {
 func newAuditDisclosuresCmd(g *globals) *cobra.Command {
 	var (
 		c     consentFlags
+		p     personFlags
 		since string
 		limit uint32
 	)
@@ -235,10 +257,20 @@ func newAuditDisclosuresCmd(g *globals) *cobra.Command {
 		Long: `Lists, from every broker's ledger, the queries that disclosed a member's
 record of a patient: when, to which member and end user, for what purpose,
 and whether it was an emergency ("break the glass") access. A member asks for
-its own patients (--as); an operator for any member's (--participant).`,
-		Example: `  qhinctl audit disclosures --as p1 --patient p1-000001`,
-		Args:    cobra.NoArgs,
+its own patients (--as); an operator for any member's (--participant), or
+for a person named by demographics (--given --family --birth-date --gender):
+the brokers find the person's records at every member (the members' certain
+matches) and every broker's ledger is read for each.`,
+		Example: `  qhinctl audit disclosures --as p1 --patient p1-000001
+  qhinctl audit disclosures --given Maria --family Garcia --birth-date 1961-04-17 --gender female`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := p.check(&c); err != nil {
+				return err
+			}
+			if p.set() {
+				return personDisclosures(cmd, g, &p, since, limit)
+			}
 			cfg, src, err := c.source(g)
 			if err != nil {
 				return err
@@ -249,7 +281,12 @@ its own patients (--as); an operator for any member's (--participant).`,
 			}
 			ctx, cancel := g.callContext(cmd.Context())
 			defer cancel()
-			out, failed, err := disclosures(ctx, cfg, src, req)
+			conn, err := client.Dial(cfg.Brokers, src, nil)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			out, failed, err := client.Disclosures(ctx, conn, src, []*qhinv1.ListDisclosuresRequest{req})
 			if err != nil {
 				return err
 			}
@@ -279,54 +316,10 @@ its own patients (--as); an operator for any member's (--participant).`,
 		},
 	}
 	c.add(cmd, false)
+	p.add(cmd)
 	cmd.Flags().StringVar(&since, "since", "", "only disclosures on or after YYYY-MM-DD")
 	cmd.Flags().Uint32Var(&limit, "limit", 100, "at most this many per broker, newest first (at most 1000)")
 	return cmd
-}
-
-// disclosures asks every broker of the cluster for its ledger's part of
-// the accounting and merges them, newest first. It names the brokers that
-// did not answer.
-func disclosures(ctx context.Context, cfg *client.Config, src pki.Source, req *qhinv1.ListDisclosuresRequest) ([]*qhinv1.Disclosure, []string, error) {
-	conn, err := client.Dial(cfg.Brokers, src, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer conn.Close()
-	br, err := conn.Cluster().Brokers(ctx, &qhinv1.BrokersRequest{})
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(br.GrpcAddrs) == 0 {
-		return nil, nil, errors.New("the cluster names no brokers")
-	}
-	var (
-		out    []*qhinv1.Disclosure
-		failed []string
-		first  error
-	)
-	for _, addr := range br.GrpcAddrs {
-		c, err := client.Dial([]string{addr}, src, nil)
-		if err != nil {
-			failed = append(failed, fmt.Sprintf("broker %s: %v", addr, err))
-			continue
-		}
-		resp, err := qhinv1.NewConsentClient(c.ClientConn).ListDisclosures(ctx, proto.Clone(req).(*qhinv1.ListDisclosuresRequest))
-		c.Close()
-		if err != nil {
-			if first == nil {
-				first = err
-			}
-			failed = append(failed, fmt.Sprintf("broker %s: %s", addr, status.Convert(err).Message()))
-			continue
-		}
-		out = append(out, resp.Disclosures...)
-	}
-	if len(failed) == len(br.GrpcAddrs) && first != nil {
-		return nil, nil, first // every broker refused: say why
-	}
-	slices.SortFunc(out, func(a, b *qhinv1.Disclosure) int { return b.Time.AsTime().Compare(a.Time.AsTime()) })
-	return out, failed, nil
 }
 
 // emergencyFlags declare a query as an emergency ("break the glass")

@@ -22,6 +22,478 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// PersonLookup names a person by demographics, as discovery does.
+type PersonLookup struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Demographics *Demographics          `protobuf:"bytes,1,opt,name=demographics,proto3" json:"demographics,omitempty"`
+	// Record-locator tokens computed over the demographics: the members
+	// asked are the ones the locator lists (see DiscoverPatientsRequest).
+	LocatorTokens []*LocatorTokens `protobuf:"bytes,2,rep,name=locator_tokens,json=locatorTokens,proto3" json:"locator_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PersonLookup) Reset() {
+	*x = PersonLookup{}
+	mi := &file_qhin_v1_consent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PersonLookup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PersonLookup) ProtoMessage() {}
+
+func (x *PersonLookup) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_consent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PersonLookup.ProtoReflect.Descriptor instead.
+func (*PersonLookup) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PersonLookup) GetDemographics() *Demographics {
+	if x != nil {
+		return x.Demographics
+	}
+	return nil
+}
+
+func (x *PersonLookup) GetLocatorTokens() []*LocatorTokens {
+	if x != nil {
+		return x.LocatorTokens
+	}
+	return nil
+}
+
+// MemberRecords is what one member answered to a lookup.
+type MemberRecords struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ParticipantId string                 `protobuf:"bytes,1,opt,name=participant_id,json=participantId,proto3" json:"participant_id,omitempty"`
+	State         ResponderState         `protobuf:"varint,2,opt,name=state,proto3,enum=qhin.v1.ResponderState" json:"state,omitempty"`
+	Detail        string                 `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The member's local ids of the records its matcher decided are the
+	// person (MATCH).
+	PatientIds []string `protobuf:"bytes,4,rep,name=patient_ids,json=patientIds,proto3" json:"patient_ids,omitempty"`
+	// Candidates that are possible matches only: not covered.
+	Possible      uint32 `protobuf:"varint,5,opt,name=possible,proto3" json:"possible,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberRecords) Reset() {
+	*x = MemberRecords{}
+	mi := &file_qhin_v1_consent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberRecords) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberRecords) ProtoMessage() {}
+
+func (x *MemberRecords) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_consent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberRecords.ProtoReflect.Descriptor instead.
+func (*MemberRecords) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *MemberRecords) GetParticipantId() string {
+	if x != nil {
+		return x.ParticipantId
+	}
+	return ""
+}
+
+func (x *MemberRecords) GetState() ResponderState {
+	if x != nil {
+		return x.State
+	}
+	return ResponderState_RESPONDER_STATE_UNSPECIFIED
+}
+
+func (x *MemberRecords) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *MemberRecords) GetPatientIds() []string {
+	if x != nil {
+		return x.PatientIds
+	}
+	return nil
+}
+
+func (x *MemberRecords) GetPossible() uint32 {
+	if x != nil {
+		return x.Possible
+	}
+	return 0
+}
+
+// RecordLookup is the person's records at the members.
+type RecordLookup struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Members []*MemberRecords       `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// Members that may hold records and did not answer (failed, timed out,
+	// declined, suspended): the lookup, and what was done with it, is
+	// incomplete.
+	Unanswered    []string `protobuf:"bytes,2,rep,name=unanswered,proto3" json:"unanswered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordLookup) Reset() {
+	*x = RecordLookup{}
+	mi := &file_qhin_v1_consent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordLookup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordLookup) ProtoMessage() {}
+
+func (x *RecordLookup) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_consent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordLookup.ProtoReflect.Descriptor instead.
+func (*RecordLookup) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RecordLookup) GetMembers() []*MemberRecords {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *RecordLookup) GetUnanswered() []string {
+	if x != nil {
+		return x.Unanswered
+	}
+	return nil
+}
+
+type FindPatientRecordsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Person        *PersonLookup          `protobuf:"bytes,1,opt,name=person,proto3" json:"person,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindPatientRecordsRequest) Reset() {
+	*x = FindPatientRecordsRequest{}
+	mi := &file_qhin_v1_consent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindPatientRecordsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindPatientRecordsRequest) ProtoMessage() {}
+
+func (x *FindPatientRecordsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_consent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindPatientRecordsRequest.ProtoReflect.Descriptor instead.
+func (*FindPatientRecordsRequest) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *FindPatientRecordsRequest) GetPerson() *PersonLookup {
+	if x != nil {
+		return x.Person
+	}
+	return nil
+}
+
+type FindPatientRecordsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lookup        *RecordLookup          `protobuf:"bytes,1,opt,name=lookup,proto3" json:"lookup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindPatientRecordsResponse) Reset() {
+	*x = FindPatientRecordsResponse{}
+	mi := &file_qhin_v1_consent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindPatientRecordsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindPatientRecordsResponse) ProtoMessage() {}
+
+func (x *FindPatientRecordsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_consent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindPatientRecordsResponse.ProtoReflect.Descriptor instead.
+func (*FindPatientRecordsResponse) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *FindPatientRecordsResponse) GetLookup() *RecordLookup {
+	if x != nil {
+		return x.Lookup
+	}
+	return nil
+}
+
+type RevokeConsentByDemographicsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Person *PersonLookup          `protobuf:"bytes,1,opt,name=person,proto3" json:"person,omitempty"`
+	// Purposes to withdraw; none withdraws all exchange.
+	Purposes          []string `protobuf:"bytes,2,rep,name=purposes,proto3" json:"purposes,omitempty"`
+	ProxyName         string   `protobuf:"bytes,3,opt,name=proxy_name,json=proxyName,proto3" json:"proxy_name,omitempty"`
+	ProxyRelationship string   `protobuf:"bytes,4,opt,name=proxy_relationship,json=proxyRelationship,proto3" json:"proxy_relationship,omitempty"`
+	// Idempotency key; each record's revoke is keyed by it.
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeConsentByDemographicsRequest) Reset() {
+	*x = RevokeConsentByDemographicsRequest{}
+	mi := &file_qhin_v1_consent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeConsentByDemographicsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeConsentByDemographicsRequest) ProtoMessage() {}
+
+func (x *RevokeConsentByDemographicsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_consent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeConsentByDemographicsRequest.ProtoReflect.Descriptor instead.
+func (*RevokeConsentByDemographicsRequest) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RevokeConsentByDemographicsRequest) GetPerson() *PersonLookup {
+	if x != nil {
+		return x.Person
+	}
+	return nil
+}
+
+func (x *RevokeConsentByDemographicsRequest) GetPurposes() []string {
+	if x != nil {
+		return x.Purposes
+	}
+	return nil
+}
+
+func (x *RevokeConsentByDemographicsRequest) GetProxyName() string {
+	if x != nil {
+		return x.ProxyName
+	}
+	return ""
+}
+
+func (x *RevokeConsentByDemographicsRequest) GetProxyRelationship() string {
+	if x != nil {
+		return x.ProxyRelationship
+	}
+	return ""
+}
+
+func (x *RevokeConsentByDemographicsRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type SetConsentByDemographicsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Person *PersonLookup          `protobuf:"bytes,1,opt,name=person,proto3" json:"person,omitempty"`
+	// The directive recorded for each record; participant_id and patient_id
+	// must be empty (the lookup fills them).
+	Directive     *ConsentDirective `protobuf:"bytes,2,opt,name=directive,proto3" json:"directive,omitempty"`
+	RequestId     string            `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetConsentByDemographicsRequest) Reset() {
+	*x = SetConsentByDemographicsRequest{}
+	mi := &file_qhin_v1_consent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetConsentByDemographicsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetConsentByDemographicsRequest) ProtoMessage() {}
+
+func (x *SetConsentByDemographicsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_consent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetConsentByDemographicsRequest.ProtoReflect.Descriptor instead.
+func (*SetConsentByDemographicsRequest) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SetConsentByDemographicsRequest) GetPerson() *PersonLookup {
+	if x != nil {
+		return x.Person
+	}
+	return nil
+}
+
+func (x *SetConsentByDemographicsRequest) GetDirective() *ConsentDirective {
+	if x != nil {
+		return x.Directive
+	}
+	return nil
+}
+
+func (x *SetConsentByDemographicsRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type ConsentByDemographicsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Lookup *RecordLookup          `protobuf:"bytes,1,opt,name=lookup,proto3" json:"lookup,omitempty"`
+	// One directive per record covered, as recorded.
+	Directives    []*ConsentDirective `protobuf:"bytes,2,rep,name=directives,proto3" json:"directives,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsentByDemographicsResponse) Reset() {
+	*x = ConsentByDemographicsResponse{}
+	mi := &file_qhin_v1_consent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsentByDemographicsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsentByDemographicsResponse) ProtoMessage() {}
+
+func (x *ConsentByDemographicsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_qhin_v1_consent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsentByDemographicsResponse.ProtoReflect.Descriptor instead.
+func (*ConsentByDemographicsResponse) Descriptor() ([]byte, []int) {
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ConsentByDemographicsResponse) GetLookup() *RecordLookup {
+	if x != nil {
+		return x.Lookup
+	}
+	return nil
+}
+
+func (x *ConsentByDemographicsResponse) GetDirectives() []*ConsentDirective {
+	if x != nil {
+		return x.Directives
+	}
+	return nil
+}
+
 // ConsentRecorder says who recorded a directive.
 type ConsentRecorder struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -38,7 +510,7 @@ type ConsentRecorder struct {
 
 func (x *ConsentRecorder) Reset() {
 	*x = ConsentRecorder{}
-	mi := &file_qhin_v1_consent_proto_msgTypes[0]
+	mi := &file_qhin_v1_consent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +522,7 @@ func (x *ConsentRecorder) String() string {
 func (*ConsentRecorder) ProtoMessage() {}
 
 func (x *ConsentRecorder) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_consent_proto_msgTypes[0]
+	mi := &file_qhin_v1_consent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +535,7 @@ func (x *ConsentRecorder) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsentRecorder.ProtoReflect.Descriptor instead.
 func (*ConsentRecorder) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{0}
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ConsentRecorder) GetActor() string {
@@ -114,7 +586,7 @@ type ConsentDirective struct {
 
 func (x *ConsentDirective) Reset() {
 	*x = ConsentDirective{}
-	mi := &file_qhin_v1_consent_proto_msgTypes[1]
+	mi := &file_qhin_v1_consent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -126,7 +598,7 @@ func (x *ConsentDirective) String() string {
 func (*ConsentDirective) ProtoMessage() {}
 
 func (x *ConsentDirective) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_consent_proto_msgTypes[1]
+	mi := &file_qhin_v1_consent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -139,7 +611,7 @@ func (x *ConsentDirective) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsentDirective.ProtoReflect.Descriptor instead.
 func (*ConsentDirective) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{1}
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ConsentDirective) GetParticipantId() string {
@@ -213,7 +685,7 @@ type ConsentRevoke struct {
 
 func (x *ConsentRevoke) Reset() {
 	*x = ConsentRevoke{}
-	mi := &file_qhin_v1_consent_proto_msgTypes[2]
+	mi := &file_qhin_v1_consent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +697,7 @@ func (x *ConsentRevoke) String() string {
 func (*ConsentRevoke) ProtoMessage() {}
 
 func (x *ConsentRevoke) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_consent_proto_msgTypes[2]
+	mi := &file_qhin_v1_consent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +710,7 @@ func (x *ConsentRevoke) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsentRevoke.ProtoReflect.Descriptor instead.
 func (*ConsentRevoke) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{2}
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ConsentRevoke) GetParticipantId() string {
@@ -282,7 +754,7 @@ type SetConsentRequest struct {
 
 func (x *SetConsentRequest) Reset() {
 	*x = SetConsentRequest{}
-	mi := &file_qhin_v1_consent_proto_msgTypes[3]
+	mi := &file_qhin_v1_consent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -294,7 +766,7 @@ func (x *SetConsentRequest) String() string {
 func (*SetConsentRequest) ProtoMessage() {}
 
 func (x *SetConsentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_consent_proto_msgTypes[3]
+	mi := &file_qhin_v1_consent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -307,7 +779,7 @@ func (x *SetConsentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConsentRequest.ProtoReflect.Descriptor instead.
 func (*SetConsentRequest) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{3}
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetConsentRequest) GetDirective() *ConsentDirective {
@@ -333,7 +805,7 @@ type SetConsentResponse struct {
 
 func (x *SetConsentResponse) Reset() {
 	*x = SetConsentResponse{}
-	mi := &file_qhin_v1_consent_proto_msgTypes[4]
+	mi := &file_qhin_v1_consent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +817,7 @@ func (x *SetConsentResponse) String() string {
 func (*SetConsentResponse) ProtoMessage() {}
 
 func (x *SetConsentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_consent_proto_msgTypes[4]
+	mi := &file_qhin_v1_consent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +830,7 @@ func (x *SetConsentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConsentResponse.ProtoReflect.Descriptor instead.
 func (*SetConsentResponse) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{4}
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetConsentResponse) GetDirective() *ConsentDirective {
@@ -384,7 +856,7 @@ type RevokeConsentRequest struct {
 
 func (x *RevokeConsentRequest) Reset() {
 	*x = RevokeConsentRequest{}
-	mi := &file_qhin_v1_consent_proto_msgTypes[5]
+	mi := &file_qhin_v1_consent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +868,7 @@ func (x *RevokeConsentRequest) String() string {
 func (*RevokeConsentRequest) ProtoMessage() {}
 
 func (x *RevokeConsentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_consent_proto_msgTypes[5]
+	mi := &file_qhin_v1_consent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +881,7 @@ func (x *RevokeConsentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeConsentRequest.ProtoReflect.Descriptor instead.
 func (*RevokeConsentRequest) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{5}
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeConsentRequest) GetParticipantId() string {
@@ -463,7 +935,7 @@ type RevokeConsentResponse struct {
 
 func (x *RevokeConsentResponse) Reset() {
 	*x = RevokeConsentResponse{}
-	mi := &file_qhin_v1_consent_proto_msgTypes[6]
+	mi := &file_qhin_v1_consent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +947,7 @@ func (x *RevokeConsentResponse) String() string {
 func (*RevokeConsentResponse) ProtoMessage() {}
 
 func (x *RevokeConsentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_consent_proto_msgTypes[6]
+	mi := &file_qhin_v1_consent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +960,7 @@ func (x *RevokeConsentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeConsentResponse.ProtoReflect.Descriptor instead.
 func (*RevokeConsentResponse) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{6}
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevokeConsentResponse) GetDirective() *ConsentDirective {
@@ -508,7 +980,7 @@ type GetConsentRequest struct {
 
 func (x *GetConsentRequest) Reset() {
 	*x = GetConsentRequest{}
-	mi := &file_qhin_v1_consent_proto_msgTypes[7]
+	mi := &file_qhin_v1_consent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +992,7 @@ func (x *GetConsentRequest) String() string {
 func (*GetConsentRequest) ProtoMessage() {}
 
 func (x *GetConsentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_consent_proto_msgTypes[7]
+	mi := &file_qhin_v1_consent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +1005,7 @@ func (x *GetConsentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsentRequest.ProtoReflect.Descriptor instead.
 func (*GetConsentRequest) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{7}
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetConsentRequest) GetParticipantId() string {
@@ -560,7 +1032,7 @@ type GetConsentResponse struct {
 
 func (x *GetConsentResponse) Reset() {
 	*x = GetConsentResponse{}
-	mi := &file_qhin_v1_consent_proto_msgTypes[8]
+	mi := &file_qhin_v1_consent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +1044,7 @@ func (x *GetConsentResponse) String() string {
 func (*GetConsentResponse) ProtoMessage() {}
 
 func (x *GetConsentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_consent_proto_msgTypes[8]
+	mi := &file_qhin_v1_consent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +1057,7 @@ func (x *GetConsentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsentResponse.ProtoReflect.Descriptor instead.
 func (*GetConsentResponse) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{8}
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetConsentResponse) GetDirective() *ConsentDirective {
@@ -610,7 +1082,7 @@ type ListDisclosuresRequest struct {
 
 func (x *ListDisclosuresRequest) Reset() {
 	*x = ListDisclosuresRequest{}
-	mi := &file_qhin_v1_consent_proto_msgTypes[9]
+	mi := &file_qhin_v1_consent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +1094,7 @@ func (x *ListDisclosuresRequest) String() string {
 func (*ListDisclosuresRequest) ProtoMessage() {}
 
 func (x *ListDisclosuresRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_consent_proto_msgTypes[9]
+	mi := &file_qhin_v1_consent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +1107,7 @@ func (x *ListDisclosuresRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDisclosuresRequest.ProtoReflect.Descriptor instead.
 func (*ListDisclosuresRequest) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{9}
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListDisclosuresRequest) GetParticipantId() string {
@@ -680,15 +1152,18 @@ type Disclosure struct {
 	EmergencyReason string `protobuf:"bytes,7,opt,name=emergency_reason,json=emergencyReason,proto3" json:"emergency_reason,omitempty"`
 	QueryId         string `protobuf:"bytes,8,opt,name=query_id,json=queryId,proto3" json:"query_id,omitempty"`
 	// The broker whose ledger recorded it, and the entry's sequence number.
-	Broker        string `protobuf:"bytes,9,opt,name=broker,proto3" json:"broker,omitempty"`
-	Seq           uint64 `protobuf:"varint,10,opt,name=seq,proto3" json:"seq,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Broker string `protobuf:"bytes,9,opt,name=broker,proto3" json:"broker,omitempty"`
+	Seq    uint64 `protobuf:"varint,10,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The record disclosed: its home member and local patient id.
+	RecordParticipantId string `protobuf:"bytes,30,opt,name=record_participant_id,json=recordParticipantId,proto3" json:"record_participant_id,omitempty"`
+	RecordPatientId     string `protobuf:"bytes,31,opt,name=record_patient_id,json=recordPatientId,proto3" json:"record_patient_id,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Disclosure) Reset() {
 	*x = Disclosure{}
-	mi := &file_qhin_v1_consent_proto_msgTypes[10]
+	mi := &file_qhin_v1_consent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +1175,7 @@ func (x *Disclosure) String() string {
 func (*Disclosure) ProtoMessage() {}
 
 func (x *Disclosure) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_consent_proto_msgTypes[10]
+	mi := &file_qhin_v1_consent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +1188,7 @@ func (x *Disclosure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disclosure.ProtoReflect.Descriptor instead.
 func (*Disclosure) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{10}
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Disclosure) GetTime() *timestamppb.Timestamp {
@@ -786,6 +1261,20 @@ func (x *Disclosure) GetSeq() uint64 {
 	return 0
 }
 
+func (x *Disclosure) GetRecordParticipantId() string {
+	if x != nil {
+		return x.RecordParticipantId
+	}
+	return ""
+}
+
+func (x *Disclosure) GetRecordPatientId() string {
+	if x != nil {
+		return x.RecordPatientId
+	}
+	return ""
+}
+
 type ListDisclosuresResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// SPIFFE ID of the answering broker.
@@ -797,7 +1286,7 @@ type ListDisclosuresResponse struct {
 
 func (x *ListDisclosuresResponse) Reset() {
 	*x = ListDisclosuresResponse{}
-	mi := &file_qhin_v1_consent_proto_msgTypes[11]
+	mi := &file_qhin_v1_consent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +1298,7 @@ func (x *ListDisclosuresResponse) String() string {
 func (*ListDisclosuresResponse) ProtoMessage() {}
 
 func (x *ListDisclosuresResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_qhin_v1_consent_proto_msgTypes[11]
+	mi := &file_qhin_v1_consent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +1311,7 @@ func (x *ListDisclosuresResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDisclosuresResponse.ProtoReflect.Descriptor instead.
 func (*ListDisclosuresResponse) Descriptor() ([]byte, []int) {
-	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{11}
+	return file_qhin_v1_consent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListDisclosuresResponse) GetNode() string {
@@ -843,7 +1332,44 @@ var File_qhin_v1_consent_proto protoreflect.FileDescriptor
 
 const file_qhin_v1_consent_proto_rawDesc = "" +
 	"\n" +
-	"\x15qhin/v1/consent.proto\x12\aqhin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13qhin/v1/types.proto\"u\n" +
+	"\x15qhin/v1/consent.proto\x12\aqhin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15qhin/v1/locator.proto\x1a\x13qhin/v1/types.proto\"\x88\x01\n" +
+	"\fPersonLookup\x129\n" +
+	"\fdemographics\x18\x01 \x01(\v2\x15.qhin.v1.DemographicsR\fdemographics\x12=\n" +
+	"\x0elocator_tokens\x18\x02 \x03(\v2\x16.qhin.v1.LocatorTokensR\rlocatorTokens\"\xba\x01\n" +
+	"\rMemberRecords\x12%\n" +
+	"\x0eparticipant_id\x18\x01 \x01(\tR\rparticipantId\x12-\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x17.qhin.v1.ResponderStateR\x05state\x12\x16\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail\x12\x1f\n" +
+	"\vpatient_ids\x18\x04 \x03(\tR\n" +
+	"patientIds\x12\x1a\n" +
+	"\bpossible\x18\x05 \x01(\rR\bpossible\"`\n" +
+	"\fRecordLookup\x120\n" +
+	"\amembers\x18\x01 \x03(\v2\x16.qhin.v1.MemberRecordsR\amembers\x12\x1e\n" +
+	"\n" +
+	"unanswered\x18\x02 \x03(\tR\n" +
+	"unanswered\"J\n" +
+	"\x19FindPatientRecordsRequest\x12-\n" +
+	"\x06person\x18\x01 \x01(\v2\x15.qhin.v1.PersonLookupR\x06person\"K\n" +
+	"\x1aFindPatientRecordsResponse\x12-\n" +
+	"\x06lookup\x18\x01 \x01(\v2\x15.qhin.v1.RecordLookupR\x06lookup\"\xdc\x01\n" +
+	"\"RevokeConsentByDemographicsRequest\x12-\n" +
+	"\x06person\x18\x01 \x01(\v2\x15.qhin.v1.PersonLookupR\x06person\x12\x1a\n" +
+	"\bpurposes\x18\x02 \x03(\tR\bpurposes\x12\x1d\n" +
+	"\n" +
+	"proxy_name\x18\x03 \x01(\tR\tproxyName\x12-\n" +
+	"\x12proxy_relationship\x18\x04 \x01(\tR\x11proxyRelationship\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"\xa8\x01\n" +
+	"\x1fSetConsentByDemographicsRequest\x12-\n" +
+	"\x06person\x18\x01 \x01(\v2\x15.qhin.v1.PersonLookupR\x06person\x127\n" +
+	"\tdirective\x18\x02 \x01(\v2\x19.qhin.v1.ConsentDirectiveR\tdirective\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"\x89\x01\n" +
+	"\x1dConsentByDemographicsResponse\x12-\n" +
+	"\x06lookup\x18\x01 \x01(\v2\x15.qhin.v1.RecordLookupR\x06lookup\x129\n" +
+	"\n" +
+	"directives\x18\x02 \x03(\v2\x19.qhin.v1.ConsentDirectiveR\n" +
+	"directives\"u\n" +
 	"\x0fConsentRecorder\x12\x14\n" +
 	"\x05actor\x18\x01 \x01(\tR\x05actor\x12\x1d\n" +
 	"\n" +
@@ -896,7 +1422,7 @@ const file_qhin_v1_consent_proto_rawDesc = "" +
 	"\n" +
 	"patient_id\x18\x02 \x01(\tR\tpatientId\x120\n" +
 	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"\xf1\x02\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"\xd1\x03\n" +
 	"\n" +
 	"Disclosure\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x128\n" +
@@ -909,17 +1435,22 @@ const file_qhin_v1_consent_proto_rawDesc = "" +
 	"\bquery_id\x18\b \x01(\tR\aqueryId\x12\x16\n" +
 	"\x06broker\x18\t \x01(\tR\x06broker\x12\x10\n" +
 	"\x03seq\x18\n" +
-	" \x01(\x04R\x03seq\"d\n" +
+	" \x01(\x04R\x03seq\x122\n" +
+	"\x15record_participant_id\x18\x1e \x01(\tR\x13recordParticipantId\x12*\n" +
+	"\x11record_patient_id\x18\x1f \x01(\tR\x0frecordPatientId\"d\n" +
 	"\x17ListDisclosuresResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x125\n" +
-	"\vdisclosures\x18\x02 \x03(\v2\x13.qhin.v1.DisclosureR\vdisclosures2\xbd\x02\n" +
+	"\vdisclosures\x18\x02 \x03(\v2\x13.qhin.v1.DisclosureR\vdisclosures2\xfe\x04\n" +
 	"\aConsent\x12E\n" +
 	"\n" +
 	"SetConsent\x12\x1a.qhin.v1.SetConsentRequest\x1a\x1b.qhin.v1.SetConsentResponse\x12N\n" +
 	"\rRevokeConsent\x12\x1d.qhin.v1.RevokeConsentRequest\x1a\x1e.qhin.v1.RevokeConsentResponse\x12E\n" +
 	"\n" +
 	"GetConsent\x12\x1a.qhin.v1.GetConsentRequest\x1a\x1b.qhin.v1.GetConsentResponse\x12T\n" +
-	"\x0fListDisclosures\x12\x1f.qhin.v1.ListDisclosuresRequest\x1a .qhin.v1.ListDisclosuresResponseB3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
+	"\x0fListDisclosures\x12\x1f.qhin.v1.ListDisclosuresRequest\x1a .qhin.v1.ListDisclosuresResponse\x12r\n" +
+	"\x1bRevokeConsentByDemographics\x12+.qhin.v1.RevokeConsentByDemographicsRequest\x1a&.qhin.v1.ConsentByDemographicsResponse\x12l\n" +
+	"\x18SetConsentByDemographics\x12(.qhin.v1.SetConsentByDemographicsRequest\x1a&.qhin.v1.ConsentByDemographicsResponse\x12]\n" +
+	"\x12FindPatientRecords\x12\".qhin.v1.FindPatientRecordsRequest\x1a#.qhin.v1.FindPatientRecordsResponseB3Z1github.com/openqhin/openqhin/proto/qhin/v1;qhinv1b\x06proto3"
 
 var (
 	file_qhin_v1_consent_proto_rawDescOnce sync.Once
@@ -933,48 +1464,76 @@ func file_qhin_v1_consent_proto_rawDescGZIP() []byte {
 	return file_qhin_v1_consent_proto_rawDescData
 }
 
-var file_qhin_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_qhin_v1_consent_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_qhin_v1_consent_proto_goTypes = []any{
-	(*ConsentRecorder)(nil),         // 0: qhin.v1.ConsentRecorder
-	(*ConsentDirective)(nil),        // 1: qhin.v1.ConsentDirective
-	(*ConsentRevoke)(nil),           // 2: qhin.v1.ConsentRevoke
-	(*SetConsentRequest)(nil),       // 3: qhin.v1.SetConsentRequest
-	(*SetConsentResponse)(nil),      // 4: qhin.v1.SetConsentResponse
-	(*RevokeConsentRequest)(nil),    // 5: qhin.v1.RevokeConsentRequest
-	(*RevokeConsentResponse)(nil),   // 6: qhin.v1.RevokeConsentResponse
-	(*GetConsentRequest)(nil),       // 7: qhin.v1.GetConsentRequest
-	(*GetConsentResponse)(nil),      // 8: qhin.v1.GetConsentResponse
-	(*ListDisclosuresRequest)(nil),  // 9: qhin.v1.ListDisclosuresRequest
-	(*Disclosure)(nil),              // 10: qhin.v1.Disclosure
-	(*ListDisclosuresResponse)(nil), // 11: qhin.v1.ListDisclosuresResponse
-	(*timestamppb.Timestamp)(nil),   // 12: google.protobuf.Timestamp
-	(*Requester)(nil),               // 13: qhin.v1.Requester
+	(*PersonLookup)(nil),                       // 0: qhin.v1.PersonLookup
+	(*MemberRecords)(nil),                      // 1: qhin.v1.MemberRecords
+	(*RecordLookup)(nil),                       // 2: qhin.v1.RecordLookup
+	(*FindPatientRecordsRequest)(nil),          // 3: qhin.v1.FindPatientRecordsRequest
+	(*FindPatientRecordsResponse)(nil),         // 4: qhin.v1.FindPatientRecordsResponse
+	(*RevokeConsentByDemographicsRequest)(nil), // 5: qhin.v1.RevokeConsentByDemographicsRequest
+	(*SetConsentByDemographicsRequest)(nil),    // 6: qhin.v1.SetConsentByDemographicsRequest
+	(*ConsentByDemographicsResponse)(nil),      // 7: qhin.v1.ConsentByDemographicsResponse
+	(*ConsentRecorder)(nil),                    // 8: qhin.v1.ConsentRecorder
+	(*ConsentDirective)(nil),                   // 9: qhin.v1.ConsentDirective
+	(*ConsentRevoke)(nil),                      // 10: qhin.v1.ConsentRevoke
+	(*SetConsentRequest)(nil),                  // 11: qhin.v1.SetConsentRequest
+	(*SetConsentResponse)(nil),                 // 12: qhin.v1.SetConsentResponse
+	(*RevokeConsentRequest)(nil),               // 13: qhin.v1.RevokeConsentRequest
+	(*RevokeConsentResponse)(nil),              // 14: qhin.v1.RevokeConsentResponse
+	(*GetConsentRequest)(nil),                  // 15: qhin.v1.GetConsentRequest
+	(*GetConsentResponse)(nil),                 // 16: qhin.v1.GetConsentResponse
+	(*ListDisclosuresRequest)(nil),             // 17: qhin.v1.ListDisclosuresRequest
+	(*Disclosure)(nil),                         // 18: qhin.v1.Disclosure
+	(*ListDisclosuresResponse)(nil),            // 19: qhin.v1.ListDisclosuresResponse
+	(*Demographics)(nil),                       // 20: qhin.v1.Demographics
+	(*LocatorTokens)(nil),                      // 21: qhin.v1.LocatorTokens
+	(ResponderState)(0),                        // 22: qhin.v1.ResponderState
+	(*timestamppb.Timestamp)(nil),              // 23: google.protobuf.Timestamp
+	(*Requester)(nil),                          // 24: qhin.v1.Requester
 }
 var file_qhin_v1_consent_proto_depIdxs = []int32{
-	0,  // 0: qhin.v1.ConsentDirective.recorded_by:type_name -> qhin.v1.ConsentRecorder
-	12, // 1: qhin.v1.ConsentDirective.updated:type_name -> google.protobuf.Timestamp
-	0,  // 2: qhin.v1.ConsentRevoke.recorded_by:type_name -> qhin.v1.ConsentRecorder
-	1,  // 3: qhin.v1.SetConsentRequest.directive:type_name -> qhin.v1.ConsentDirective
-	1,  // 4: qhin.v1.SetConsentResponse.directive:type_name -> qhin.v1.ConsentDirective
-	1,  // 5: qhin.v1.RevokeConsentResponse.directive:type_name -> qhin.v1.ConsentDirective
-	1,  // 6: qhin.v1.GetConsentResponse.directive:type_name -> qhin.v1.ConsentDirective
-	12, // 7: qhin.v1.ListDisclosuresRequest.since:type_name -> google.protobuf.Timestamp
-	12, // 8: qhin.v1.Disclosure.time:type_name -> google.protobuf.Timestamp
-	13, // 9: qhin.v1.Disclosure.end_user:type_name -> qhin.v1.Requester
-	10, // 10: qhin.v1.ListDisclosuresResponse.disclosures:type_name -> qhin.v1.Disclosure
-	3,  // 11: qhin.v1.Consent.SetConsent:input_type -> qhin.v1.SetConsentRequest
-	5,  // 12: qhin.v1.Consent.RevokeConsent:input_type -> qhin.v1.RevokeConsentRequest
-	7,  // 13: qhin.v1.Consent.GetConsent:input_type -> qhin.v1.GetConsentRequest
-	9,  // 14: qhin.v1.Consent.ListDisclosures:input_type -> qhin.v1.ListDisclosuresRequest
-	4,  // 15: qhin.v1.Consent.SetConsent:output_type -> qhin.v1.SetConsentResponse
-	6,  // 16: qhin.v1.Consent.RevokeConsent:output_type -> qhin.v1.RevokeConsentResponse
-	8,  // 17: qhin.v1.Consent.GetConsent:output_type -> qhin.v1.GetConsentResponse
-	11, // 18: qhin.v1.Consent.ListDisclosures:output_type -> qhin.v1.ListDisclosuresResponse
-	15, // [15:19] is the sub-list for method output_type
-	11, // [11:15] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	20, // 0: qhin.v1.PersonLookup.demographics:type_name -> qhin.v1.Demographics
+	21, // 1: qhin.v1.PersonLookup.locator_tokens:type_name -> qhin.v1.LocatorTokens
+	22, // 2: qhin.v1.MemberRecords.state:type_name -> qhin.v1.ResponderState
+	1,  // 3: qhin.v1.RecordLookup.members:type_name -> qhin.v1.MemberRecords
+	0,  // 4: qhin.v1.FindPatientRecordsRequest.person:type_name -> qhin.v1.PersonLookup
+	2,  // 5: qhin.v1.FindPatientRecordsResponse.lookup:type_name -> qhin.v1.RecordLookup
+	0,  // 6: qhin.v1.RevokeConsentByDemographicsRequest.person:type_name -> qhin.v1.PersonLookup
+	0,  // 7: qhin.v1.SetConsentByDemographicsRequest.person:type_name -> qhin.v1.PersonLookup
+	9,  // 8: qhin.v1.SetConsentByDemographicsRequest.directive:type_name -> qhin.v1.ConsentDirective
+	2,  // 9: qhin.v1.ConsentByDemographicsResponse.lookup:type_name -> qhin.v1.RecordLookup
+	9,  // 10: qhin.v1.ConsentByDemographicsResponse.directives:type_name -> qhin.v1.ConsentDirective
+	8,  // 11: qhin.v1.ConsentDirective.recorded_by:type_name -> qhin.v1.ConsentRecorder
+	23, // 12: qhin.v1.ConsentDirective.updated:type_name -> google.protobuf.Timestamp
+	8,  // 13: qhin.v1.ConsentRevoke.recorded_by:type_name -> qhin.v1.ConsentRecorder
+	9,  // 14: qhin.v1.SetConsentRequest.directive:type_name -> qhin.v1.ConsentDirective
+	9,  // 15: qhin.v1.SetConsentResponse.directive:type_name -> qhin.v1.ConsentDirective
+	9,  // 16: qhin.v1.RevokeConsentResponse.directive:type_name -> qhin.v1.ConsentDirective
+	9,  // 17: qhin.v1.GetConsentResponse.directive:type_name -> qhin.v1.ConsentDirective
+	23, // 18: qhin.v1.ListDisclosuresRequest.since:type_name -> google.protobuf.Timestamp
+	23, // 19: qhin.v1.Disclosure.time:type_name -> google.protobuf.Timestamp
+	24, // 20: qhin.v1.Disclosure.end_user:type_name -> qhin.v1.Requester
+	18, // 21: qhin.v1.ListDisclosuresResponse.disclosures:type_name -> qhin.v1.Disclosure
+	11, // 22: qhin.v1.Consent.SetConsent:input_type -> qhin.v1.SetConsentRequest
+	13, // 23: qhin.v1.Consent.RevokeConsent:input_type -> qhin.v1.RevokeConsentRequest
+	15, // 24: qhin.v1.Consent.GetConsent:input_type -> qhin.v1.GetConsentRequest
+	17, // 25: qhin.v1.Consent.ListDisclosures:input_type -> qhin.v1.ListDisclosuresRequest
+	5,  // 26: qhin.v1.Consent.RevokeConsentByDemographics:input_type -> qhin.v1.RevokeConsentByDemographicsRequest
+	6,  // 27: qhin.v1.Consent.SetConsentByDemographics:input_type -> qhin.v1.SetConsentByDemographicsRequest
+	3,  // 28: qhin.v1.Consent.FindPatientRecords:input_type -> qhin.v1.FindPatientRecordsRequest
+	12, // 29: qhin.v1.Consent.SetConsent:output_type -> qhin.v1.SetConsentResponse
+	14, // 30: qhin.v1.Consent.RevokeConsent:output_type -> qhin.v1.RevokeConsentResponse
+	16, // 31: qhin.v1.Consent.GetConsent:output_type -> qhin.v1.GetConsentResponse
+	19, // 32: qhin.v1.Consent.ListDisclosures:output_type -> qhin.v1.ListDisclosuresResponse
+	7,  // 33: qhin.v1.Consent.RevokeConsentByDemographics:output_type -> qhin.v1.ConsentByDemographicsResponse
+	7,  // 34: qhin.v1.Consent.SetConsentByDemographics:output_type -> qhin.v1.ConsentByDemographicsResponse
+	4,  // 35: qhin.v1.Consent.FindPatientRecords:output_type -> qhin.v1.FindPatientRecordsResponse
+	29, // [29:36] is the sub-list for method output_type
+	22, // [22:29] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_qhin_v1_consent_proto_init() }
@@ -982,6 +1541,7 @@ func file_qhin_v1_consent_proto_init() {
 	if File_qhin_v1_consent_proto != nil {
 		return
 	}
+	file_qhin_v1_locator_proto_init()
 	file_qhin_v1_types_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -989,7 +1549,7 @@ func file_qhin_v1_consent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qhin_v1_consent_proto_rawDesc), len(file_qhin_v1_consent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Consent_SetConsent_FullMethodName      = "/qhin.v1.Consent/SetConsent"
-	Consent_RevokeConsent_FullMethodName   = "/qhin.v1.Consent/RevokeConsent"
-	Consent_GetConsent_FullMethodName      = "/qhin.v1.Consent/GetConsent"
-	Consent_ListDisclosures_FullMethodName = "/qhin.v1.Consent/ListDisclosures"
+	Consent_SetConsent_FullMethodName                  = "/qhin.v1.Consent/SetConsent"
+	Consent_RevokeConsent_FullMethodName               = "/qhin.v1.Consent/RevokeConsent"
+	Consent_GetConsent_FullMethodName                  = "/qhin.v1.Consent/GetConsent"
+	Consent_ListDisclosures_FullMethodName             = "/qhin.v1.Consent/ListDisclosures"
+	Consent_RevokeConsentByDemographics_FullMethodName = "/qhin.v1.Consent/RevokeConsentByDemographics"
+	Consent_SetConsentByDemographics_FullMethodName    = "/qhin.v1.Consent/SetConsentByDemographics"
+	Consent_FindPatientRecords_FullMethodName          = "/qhin.v1.Consent/FindPatientRecords"
 )
 
 // ConsentClient is the client API for Consent service.
@@ -48,6 +51,20 @@ type ConsentClient interface {
 	// what purpose, emergency or not. Every broker keeps its own ledger: a
 	// full accounting asks every broker (qhinctl audit disclosures does).
 	ListDisclosures(ctx context.Context, in *ListDisclosuresRequest, opts ...grpc.CallOption) (*ListDisclosuresResponse, error)
+	// RevokeConsentByDemographics: an operator withdraws consent for a
+	// person named by demographics. The broker asks the active members,
+	// under T-IAS (the patient's own request), which of their patients the
+	// person is, and revokes for each record their matchers decided is the
+	// person (a MATCH, never a possible match), each a restricting write: when
+	// it returns, no broker discloses those records for the purposes.
+	RevokeConsentByDemographics(ctx context.Context, in *RevokeConsentByDemographicsRequest, opts ...grpc.CallOption) (*ConsentByDemographicsResponse, error)
+	// SetConsentByDemographics: the same lookup; each record's directive is
+	// replaced whole.
+	SetConsentByDemographics(ctx context.Context, in *SetConsentByDemographicsRequest, opts ...grpc.CallOption) (*ConsentByDemographicsResponse, error)
+	// FindPatientRecords: the same lookup alone, for an operator's
+	// accounting of a person's disclosures (then ListDisclosures of each
+	// record at every broker).
+	FindPatientRecords(ctx context.Context, in *FindPatientRecordsRequest, opts ...grpc.CallOption) (*FindPatientRecordsResponse, error)
 }
 
 type consentClient struct {
@@ -98,6 +115,36 @@ func (c *consentClient) ListDisclosures(ctx context.Context, in *ListDisclosures
 	return out, nil
 }
 
+func (c *consentClient) RevokeConsentByDemographics(ctx context.Context, in *RevokeConsentByDemographicsRequest, opts ...grpc.CallOption) (*ConsentByDemographicsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConsentByDemographicsResponse)
+	err := c.cc.Invoke(ctx, Consent_RevokeConsentByDemographics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *consentClient) SetConsentByDemographics(ctx context.Context, in *SetConsentByDemographicsRequest, opts ...grpc.CallOption) (*ConsentByDemographicsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConsentByDemographicsResponse)
+	err := c.cc.Invoke(ctx, Consent_SetConsentByDemographics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *consentClient) FindPatientRecords(ctx context.Context, in *FindPatientRecordsRequest, opts ...grpc.CallOption) (*FindPatientRecordsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FindPatientRecordsResponse)
+	err := c.cc.Invoke(ctx, Consent_FindPatientRecords_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ConsentServer is the server API for Consent service.
 // All implementations must embed UnimplementedConsentServer
 // for forward compatibility.
@@ -121,6 +168,20 @@ type ConsentServer interface {
 	// what purpose, emergency or not. Every broker keeps its own ledger: a
 	// full accounting asks every broker (qhinctl audit disclosures does).
 	ListDisclosures(context.Context, *ListDisclosuresRequest) (*ListDisclosuresResponse, error)
+	// RevokeConsentByDemographics: an operator withdraws consent for a
+	// person named by demographics. The broker asks the active members,
+	// under T-IAS (the patient's own request), which of their patients the
+	// person is, and revokes for each record their matchers decided is the
+	// person (a MATCH, never a possible match), each a restricting write: when
+	// it returns, no broker discloses those records for the purposes.
+	RevokeConsentByDemographics(context.Context, *RevokeConsentByDemographicsRequest) (*ConsentByDemographicsResponse, error)
+	// SetConsentByDemographics: the same lookup; each record's directive is
+	// replaced whole.
+	SetConsentByDemographics(context.Context, *SetConsentByDemographicsRequest) (*ConsentByDemographicsResponse, error)
+	// FindPatientRecords: the same lookup alone, for an operator's
+	// accounting of a person's disclosures (then ListDisclosures of each
+	// record at every broker).
+	FindPatientRecords(context.Context, *FindPatientRecordsRequest) (*FindPatientRecordsResponse, error)
 	mustEmbedUnimplementedConsentServer()
 }
 
@@ -142,6 +203,15 @@ func (UnimplementedConsentServer) GetConsent(context.Context, *GetConsentRequest
 }
 func (UnimplementedConsentServer) ListDisclosures(context.Context, *ListDisclosuresRequest) (*ListDisclosuresResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListDisclosures not implemented")
+}
+func (UnimplementedConsentServer) RevokeConsentByDemographics(context.Context, *RevokeConsentByDemographicsRequest) (*ConsentByDemographicsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeConsentByDemographics not implemented")
+}
+func (UnimplementedConsentServer) SetConsentByDemographics(context.Context, *SetConsentByDemographicsRequest) (*ConsentByDemographicsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetConsentByDemographics not implemented")
+}
+func (UnimplementedConsentServer) FindPatientRecords(context.Context, *FindPatientRecordsRequest) (*FindPatientRecordsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FindPatientRecords not implemented")
 }
 func (UnimplementedConsentServer) mustEmbedUnimplementedConsentServer() {}
 func (UnimplementedConsentServer) testEmbeddedByValue()                 {}
@@ -236,6 +306,60 @@ func _Consent_ListDisclosures_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Consent_RevokeConsentByDemographics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeConsentByDemographicsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConsentServer).RevokeConsentByDemographics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Consent_RevokeConsentByDemographics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConsentServer).RevokeConsentByDemographics(ctx, req.(*RevokeConsentByDemographicsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Consent_SetConsentByDemographics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetConsentByDemographicsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConsentServer).SetConsentByDemographics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Consent_SetConsentByDemographics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConsentServer).SetConsentByDemographics(ctx, req.(*SetConsentByDemographicsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Consent_FindPatientRecords_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FindPatientRecordsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConsentServer).FindPatientRecords(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Consent_FindPatientRecords_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConsentServer).FindPatientRecords(ctx, req.(*FindPatientRecordsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Consent_ServiceDesc is the grpc.ServiceDesc for Consent service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -258,6 +382,18 @@ var Consent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListDisclosures",
 			Handler:    _Consent_ListDisclosures_Handler,
+		},
+		{
+			MethodName: "RevokeConsentByDemographics",
+			Handler:    _Consent_RevokeConsentByDemographics_Handler,
+		},
+		{
+			MethodName: "SetConsentByDemographics",
+			Handler:    _Consent_SetConsentByDemographics_Handler,
+		},
+		{
+			MethodName: "FindPatientRecords",
+			Handler:    _Consent_FindPatientRecords_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
