@@ -77,6 +77,7 @@ func TestDev_KillABrokerAndKeepQuerying(t *testing.T) {
 	documentsByName(t, qhinctl, query, dir)
 	auditOfTheTour(t, qhinctl)
 	runReadmeFHIR(t, bin, dir, base)
+	runReadmeGovernance(t, bin, dir)
 	checkDevRoutesByTheLocator(t, base, func() { ask("query routed by the record locator") })
 
 	status := func() (*qhinv1.StatusResponse, error) {

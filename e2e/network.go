@@ -80,6 +80,9 @@ type Options struct {
 	// Answers are, by participant id, the purposes a participant answers
 	// by its own policy (it refuses the others); every purpose when absent.
 	Answers map[string][]string
+	// LabelPolicy are, by participant id, the members' policies for
+	// documents with security labels (the default withholds them all).
+	LabelPolicy map[string]participant.LabelPolicy
 	// NoAudit runs every node without an audit ledger (benchmarks that
 	// measure what the ledgers cost).
 	NoAudit bool
@@ -604,6 +607,7 @@ func (n *Network) StartParticipant(j int) error {
 		Source:          p.source,
 		Delay:           n.opts.Delay[p.ID],
 		AnswerPurposes:  n.opts.Answers[p.ID],
+		LabelPolicy:     n.opts.LabelPolicy[p.ID],
 		NoAudit:         n.opts.NoAudit,
 		Logger:          n.log,
 		Upstream:        p.Upstream,

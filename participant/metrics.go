@@ -14,8 +14,9 @@ import (
 // metrics are the participant's own: answers given, and the size of its
 // store.
 type metrics struct {
-	answers *prometheus.CounterVec
-	latency *prometheus.HistogramVec
+	answers       *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
+	withheldTotal *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
@@ -29,6 +30,10 @@ func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
 			Namespace: ns, Name: "answer_duration_seconds",
 			Help: "Time to answer a query, by method.", Buckets: telemetry.LatencyBuckets,
 		}, []string{"method"}),
+		withheldTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "member_withheldTotaltotal",
+			Help: "Patients and documents this member's own policy (local restrictions, security labels) kept out of answers, by purpose.",
+		}, []string{"purpose"}),
 	}
 	count := func(name, help string, pick func(p, d int) int) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: "store", Name: name, Help: help}, func() float64 {
@@ -39,7 +44,7 @@ func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
 			return float64(pick(p, d))
 		})
 	}
-	reg.MustRegister(m.answers, m.latency,
+	reg.MustRegister(m.answers, m.latency, m.withheldTotal,
 		count("patients", "Patients in the record store.", func(p, _ int) int { return p }),
 		count("documents", "Documents in the record store.", func(_, d int) int { return d }),
 	)
@@ -53,4 +58,11 @@ func (m *metrics) answer(method, purposeCode string, start time.Time, err error)
 	}
 	m.answers.WithLabelValues(method, label, status.Code(err).String()).Inc()
 	m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
+}
+
+func (m *metrics) withheld(purposeCode string, n int) {
+	if _, ok := purpose.Lookup(purposeCode); !ok {
+		purposeCode = "invalid"
+	}
+	m.withheldTotal.WithLabelValues(purposeCode).Add(float64(n))
 }

@@ -143,8 +143,11 @@ type RelayConfig struct {
 	// LinkageKey, when set, adds record-locator tokens to discovery queries
 	// that carry none.
 	LinkageKey *match.LinkageKey
-	Limits     pki.ServerLimits
-	Logger     *slog.Logger
+	// Restrictions, when set, serves the member's own restrictions of its
+	// patients to its EHR (Server.Restrictions).
+	Restrictions qhinv1.RestrictionsServer
+	Limits       pki.ServerLimits
+	Logger       *slog.Logger
 }
 
 // RelayServer serves the member's local API.
@@ -156,7 +159,8 @@ type RelayServer struct {
 }
 
 // NewRelayServer listens as cfg says and builds the local API's server:
-// the Gateway relay, the member's Audit service and health.
+// the Gateway relay, the member's Audit service, its Restrictions and
+// health.
 func NewRelayServer(cfg RelayConfig) (*RelayServer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -226,6 +230,9 @@ func NewRelayServer(cfg RelayConfig) (*RelayServer, error) {
 	if cfg.Ledger != nil {
 		qhinv1.RegisterAuditServer(r.grpc, audit.NewService(cfg.Ledger, cfg.Logger))
 	}
+	if cfg.Restrictions != nil {
+		qhinv1.RegisterRestrictionsServer(r.grpc, cfg.Restrictions)
+	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(r.grpc, hs)
 	return r, nil
@@ -236,6 +243,9 @@ func NewRelayServer(cfg RelayConfig) (*RelayServer, error) {
 var relayAudited = map[string]string{
 	qhinv1.Audit_ListEntries_FullMethodName:  "audit-read",
 	qhinv1.Audit_VerifyLedger_FullMethodName: "audit-verify",
+	// A read of who the member restricts; changes are recorded by the
+	// Restrictions service itself.
+	qhinv1.Restrictions_ListRestrictions_FullMethodName: "restrictions-read",
 }
 
 // localCaller marks a unix socket call with its caller for the ledger.

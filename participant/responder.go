@@ -82,6 +82,9 @@ func (r *responder) DiscoverPatients(ctx context.Context, req *qhinv1.ResponderD
 		r.s.log.ErrorContext(ctx, "discover", "query_id", req.Context.QueryId, "error", err)
 		return nil, recordsError(ctx, err, "matching failed")
 	}
+	if cands, err = r.withholdCandidates(ctx, qhinv1.Responder_DiscoverPatients_FullMethodName, req.Context, cands); err != nil {
+		return nil, err
+	}
 	ids := make([]string, len(cands))
 	for i, c := range cands {
 		ids[i] = c.PatientId
@@ -119,11 +122,19 @@ func (r *responder) QueryDocuments(ctx context.Context, req *qhinv1.ResponderQue
 	if req.Until != nil {
 		f.Until = req.Until.AsTime()
 	}
-	docs, err := r.s.records.Documents(ctx, req.PatientIds, f)
+	patientIDs, err := r.withholdPatients(ctx, qhinv1.Responder_QueryDocuments_FullMethodName, req.Context, req.PatientIds)
 	if err != nil {
-		r.s.log.ErrorContext(ctx, "list documents", "query_id", req.Context.QueryId, "error", err)
-		return nil, recordsError(ctx, err, "listing documents failed")
+		return nil, err
 	}
+	var docs []*qhinv1.DocumentMetadata
+	if len(patientIDs) > 0 {
+		docs, err = r.s.records.Documents(ctx, patientIDs, f)
+		if err != nil {
+			r.s.log.ErrorContext(ctx, "list documents", "query_id", req.Context.QueryId, "error", err)
+			return nil, recordsError(ctx, err, "listing documents failed")
+		}
+	}
+	docs = r.withholdDocuments(ctx, req.Context, docs)
 	var patients, docIDs []string
 	for _, d := range docs {
 		patients, docIDs = append(patients, d.GetPatient().GetPatientId()), append(docIDs, d.Id)
@@ -158,6 +169,9 @@ func (r *responder) RetrieveDocument(req *qhinv1.ResponderRetrieveDocumentReques
 	var docID string
 	err = r.s.records.StreamDocument(ctx, req.DocumentId,
 		func(m *qhinv1.DocumentMetadata) error {
+			if err := r.checkRetrieval(ctx, req.Context, m); err != nil {
+				return err
+			}
 			size, docID = m.Size, m.Id
 			if err := r.record(ctx, qhinv1.Responder_RetrieveDocument_FullMethodName, audit.ActionRetrieve, req.Context,
 				[]string{m.GetPatient().GetPatientId()}, []string{m.Id}); err != nil {

@@ -70,6 +70,10 @@ type Config struct {
 	// (PermissionDenied), which the broker reports — as possible
 	// information blocking when the purpose is one members must answer.
 	AnswerPurposes []string
+	// LabelPolicy says which purposes may see documents carrying each
+	// security label; the zero policy withholds every labelled document
+	// (other than U, L, M, N) from every purpose.
+	LabelPolicy LabelPolicy
 	// NoAudit runs without an audit ledger: benchmarks only.
 	NoAudit bool
 	// Upstream, when set, answers the brokers instead of the store and
@@ -184,6 +188,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(append(opts, telemetry.ServerOptions()...)...)
 	qhinv1.RegisterResponderServer(s.grpc, &responder{s: s})
+	qhinv1.RegisterRestrictionsServer(s.grpc, &restrictions{s: s})
 	if ledger != nil {
 		qhinv1.RegisterAuditServer(s.grpc, audit.NewService(ledger, log))
 	}

@@ -78,6 +78,12 @@ var DefaultPolicy = Policy{
 	qhinv1.Consent_SetConsentByDemographics_FullMethodName:    {RoleOperator},
 	qhinv1.Consent_FindPatientRecords_FullMethodName:          {RoleOperator},
 
+	// A member's own restrictions of its patients, served by the
+	// participant to operators.
+	qhinv1.Restrictions_SetRestriction_FullMethodName:   {RoleOperator},
+	qhinv1.Restrictions_ClearRestriction_FullMethodName: {RoleOperator},
+	qhinv1.Restrictions_ListRestrictions_FullMethodName: {RoleOperator},
+
 	"/grpc.health.v1.Health/Check": everyone,
 	"/grpc.health.v1.Health/Watch": everyone,
 	"/grpc.health.v1.Health/List":  everyone,

@@ -265,6 +265,10 @@ var wantCallers = map[string][]Role{
 	"/qhin.v1.Consent/RevokeConsentByDemographics": {RoleOperator},
 	"/qhin.v1.Consent/SetConsentByDemographics":    {RoleOperator},
 	"/qhin.v1.Consent/FindPatientRecords":          {RoleOperator},
+
+	"/qhin.v1.Restrictions/SetRestriction":   {RoleOperator},
+	"/qhin.v1.Restrictions/ClearRestriction": {RoleOperator},
+	"/qhin.v1.Restrictions/ListRestrictions": {RoleOperator},
 }
 
 // TestDefaultPolicy_EveryMethodAsEveryRole calls every RPC of qhin.v1 as
@@ -282,6 +286,7 @@ func TestDefaultPolicy_EveryMethodAsEveryRole(t *testing.T) {
 		qhinv1.RegisterLocatorServer(s, qhinv1.UnimplementedLocatorServer{})
 		qhinv1.RegisterAuditServer(s, qhinv1.UnimplementedAuditServer{})
 		qhinv1.RegisterConsentServer(s, qhinv1.UnimplementedConsentServer{})
+		qhinv1.RegisterRestrictionsServer(s, qhinv1.UnimplementedRestrictionsServer{})
 	})
 
 	conns := map[Role]*grpc.ClientConn{}
@@ -291,7 +296,7 @@ func TestDefaultPolicy_EveryMethodAsEveryRole(t *testing.T) {
 	}
 
 	methods := qhinMethods(t)
-	registered := []string{"qhin.v1.Gateway", "qhin.v1.Responder", "qhin.v1.Directory", "qhin.v1.Cluster", "qhin.v1.Locator", "qhin.v1.Audit", "qhin.v1.Consent"}
+	registered := []string{"qhin.v1.Gateway", "qhin.v1.Responder", "qhin.v1.Directory", "qhin.v1.Cluster", "qhin.v1.Locator", "qhin.v1.Audit", "qhin.v1.Consent", "qhin.v1.Restrictions"}
 	for _, md := range methods {
 		if svc := string(md.Parent().FullName()); !slices.Contains(registered, svc) {
 			t.Fatalf("service %s is not registered on the test server: add its Unimplemented server above", svc)

@@ -33,10 +33,11 @@ func run() error {
 	ident.AddFlags(flag.CommandLine)
 	brokers := flag.StringSlice("broker", nil, "broker gRPC address(es) for the member's own queries and its record-locator tokens")
 	keyFile := flag.String("linkage-key-file", "", "the network's linkage key (qhinctl locator keygen): publish the patients' record-locator tokens and add them to the EHR's queries (needs --broker)")
-	apiListen := flag.String("api-listen", "", "the member's local API for its EHR (queries, its audit ledger): unix:PATH, a socket guarded by its file mode, or HOST:PORT with mutual TLS (the member's own SVID); off when empty")
+	apiListen := flag.String("api-listen", "", "the member's local API for its EHR (queries, its audit ledger, its restrictions of its patients): unix:PATH, a socket guarded by its file mode, or HOST:PORT with mutual TLS (the member's own SVID); off when empty")
 	apiSocketMode := flag.Uint32("api-socket-mode", 0o600, "file mode of the --api-listen unix socket (owner, or owner and group)")
 	insecureAPI := flag.Bool("insecure-local-api", false, "serve a --api-listen HOST:PORT (loopback only) in plaintext, without authentication")
 	answers := flag.StringSlice("answers", nil, "exchange purposes this member answers by its own policy, e.g. T-TRTMNT,T-IAS or all (default all)")
+	allowLabels := flag.StringArray("allow-label", nil, "LABEL=PURPOSE[,PURPOSE...]: purposes that may see documents carrying a security label (repeatable); documents labelled other than U, L, M, N are withheld from every purpose not allowed here, e.g. --allow-label ETH=T-TRTMNT")
 	flag.DurationVar(&cfg.Delay, "inject-latency", 0, "hold every answer back this long (benchmarks only)")
 	flag.BoolVar(&cfg.TrainMatcher, "match-train", false, "fit the matcher to this member's records (EM) at start")
 	cli.AddServerLimitFlags(flag.CommandLine, &cfg.Limits)
@@ -65,6 +66,9 @@ func run() error {
 	}
 	defer closeSource.Close()
 	cfg.Source, cfg.Logger, cfg.AnswerPurposes = src, log, *answers
+	if cfg.LabelPolicy, err = participant.ParseLabelPolicy(*allowLabels); err != nil {
+		return fmt.Errorf("--allow-label: %w", err)
+	}
 	if *keyFile != "" {
 		if len(*brokers) == 0 {
 			return fmt.Errorf("--linkage-key-file needs --broker: the member publishes its tokens to the brokers")
@@ -125,7 +129,7 @@ func run() error {
 		}
 		api, err := participant.NewRelayServer(participant.RelayConfig{
 			Listen: *apiListen, SocketMode: os.FileMode(*apiSocketMode), Insecure: *insecureAPI,
-			Source: src, Conn: conn, Ledger: s.Ledger(), LinkageKey: cfg.LinkageKey, Limits: cfg.Limits, Logger: log,
+			Source: src, Conn: conn, Ledger: s.Ledger(), LinkageKey: cfg.LinkageKey, Restrictions: s.Restrictions(), Limits: cfg.Limits, Logger: log,
 		})
 		if err != nil {
 			return fmt.Errorf("--api-listen: %w", err)

@@ -28,7 +28,7 @@ func (p *personFlags) add(cmd *cobra.Command) {
 	f.StringVar(&p.family, "family", "", "the person's family name")
 	f.StringVar(&p.birthDate, "birth-date", "", "the person's birth date, YYYY-MM-DD")
 	f.StringVar(&p.gender, "gender", "", "male, female, other or unknown")
-	f.BoolVar(&p.tokens, "locator-tokens", true, "with --given …: send the record-locator tokens of the demographics, when the config names a linkage key")
+	f.BoolVar(&p.tokens, "locator-tokens", false, "with --given …: send the record-locator tokens of the demographics (the config's linkage key), so that only the members the locator lists are asked; off by default, since a record whose tokens are not yet published would be missed")
 }
 
 // set reports whether the person is named by demographics.

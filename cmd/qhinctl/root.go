@@ -79,6 +79,7 @@ func newRoot() *cobra.Command {
 		newLocatorCmd(g),
 		newAuditCmd(g),
 		newConsentCmd(g),
+		newParticipantCmd(g),
 	)
 	return root
 }

@@ -90,7 +90,9 @@ type documentReference struct {
 	Date         string            `json:"date,omitempty"`
 	Custodian    *reference        `json:"custodian,omitempty"`
 	Description  string            `json:"description,omitempty"`
-	Content      []struct {
+	// SecurityLabel carries the document's security labels.
+	SecurityLabel []codeableConcept `json:"securityLabel,omitempty"`
+	Content       []struct {
 		Attachment attachment `json:"attachment"`
 	} `json:"content"`
 }
@@ -192,6 +194,9 @@ func documentOf(id string, m *qhinv1.DocumentMetadata, subject, binaryURL string
 	if src := m.SourceParticipantId; src != "" {
 		r.Custodian = &reference{Display: src}
 	}
+	for _, l := range m.SecurityLabels {
+		r.SecurityLabel = append(r.SecurityLabel, codeableConcept{Coding: []coding{{System: labelSystem(l), Code: l}}})
+	}
 	att := attachment{ContentType: m.ContentType, URL: binaryURL, Size: m.Size, Title: m.Title}
 	if att.ContentType == "" {
 		att.ContentType = "application/octet-stream"
@@ -206,4 +211,15 @@ func documentOf(id string, m *qhinv1.DocumentMetadata, subject, binaryURL string
 		Attachment attachment `json:"attachment"`
 	}{att})
 	return r
+}
+
+// labelSystem is the code system of a security label: HL7 v3
+// Confidentiality for U, L, M, N, R and V, v3 ActCode (the sensitivity
+// codes: ETH, HIV, PSY, SDV, ...) otherwise.
+func labelSystem(code string) string {
+	switch code {
+	case "U", "L", "M", "N", "R", "V":
+		return "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+	}
+	return "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 }

@@ -204,6 +204,9 @@ type reference struct {
 
 type meta struct {
 	LastUpdated string `json:"lastUpdated"`
+	// Security are the resource's security labels (HL7 v3 confidentiality
+	// and sensitivity codes, e.g. R, ETH, HIV).
+	Security []coding `json:"security"`
 }
 
 type humanName struct {
@@ -256,7 +259,10 @@ type documentReference struct {
 	Type        codeableConcept `json:"type"`
 	Description string          `json:"description"`
 	Date        string          `json:"date"`
-	Content     []struct {
+	// SecurityLabel labels the document's content (as meta.security
+	// labels the resource); a member's policy reads both.
+	SecurityLabel []codeableConcept `json:"securityLabel"`
+	Content       []struct {
 		Attachment attachment `json:"attachment"`
 	} `json:"content"`
 }

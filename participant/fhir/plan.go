@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -421,6 +422,10 @@ func (im *Importer) mapDocumentReference(ix *bundleIndex, patientOf map[int]stri
 		typeDisplay = r.Type.Text
 	}
 	title := firstNonEmpty(r.Description, r.Type.Text, typeDisplay, att.Title, "Document")
+	labels, err := securityLabels(r)
+	if err != nil {
+		return plannedDocument{}, fmt.Errorf("%s: %w", where, err)
+	}
 	return plannedDocument{
 		Meta: &qhinv1.DocumentMetadata{
 			Id:                  r.ID,
@@ -431,6 +436,7 @@ func (im *Importer) mapDocumentReference(ix *bundleIndex, patientOf map[int]stri
 			Created:             timestamppb.New(created),
 			ContentType:         contentType,
 			SourceParticipantId: im.ParticipantID,
+			SecurityLabels:      labels,
 		},
 		Content: content,
 	}, nil
@@ -443,4 +449,34 @@ func firstNonEmpty(ss ...string) string {
 		}
 	}
 	return ""
+}
+
+// MaxSecurityLabels caps the security labels of one document.
+const MaxSecurityLabels = 16
+
+// securityLabel is a security label code: letters, digits, '-' and '_'.
+var securityLabel = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// securityLabels reads a DocumentReference's security labels, from
+// meta.security and securityLabel, each code once in order. Every code
+// counts, whatever its system: a member's policy withholds a document whose
+// labels it does not allow, so an unknown label fails closed.
+func securityLabels(r documentReference) ([]string, error) {
+	codings := r.Meta.Security
+	for _, c := range r.SecurityLabel {
+		codings = append(codings, c.Coding...)
+	}
+	var out []string
+	for i, c := range codings {
+		if !securityLabel.MatchString(c.Code) {
+			return nil, fmt.Errorf("security label %d: code must be 1 to 32 letters, digits, '-' or '_'", i+1)
+		}
+		if !slices.Contains(out, c.Code) {
+			out = append(out, c.Code)
+		}
+	}
+	if len(out) > MaxSecurityLabels {
+		return nil, fmt.Errorf("security labels: at most %d", MaxSecurityLabels)
+	}
+	return out, nil
 }

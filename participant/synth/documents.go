@@ -3,6 +3,7 @@ package synth
 import (
 	"bytes"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -93,6 +94,7 @@ func (g *generator) documents(p *person, reg *Registration) []Document {
 				Created:             timestamppb.New(created),
 				ContentType:         contentType,
 				SourceParticipantId: reg.ParticipantID,
+				SecurityLabels:      labelsOf(&nt),
 			},
 			Content: content,
 		}
@@ -274,4 +276,21 @@ func appendJSON(b []byte, s string) []byte {
 		i++
 	}
 	return append(b, '"')
+}
+
+// labelsOf labels a few notes sensitive, as a member's EHR would, so that a
+// network of synthetic members shows its members' label policies at work:
+// a behavioral health note about a mental disorder (ICD-10 chapter F) is
+// PSY (HL7 v3 ActCode: psychiatry information sensitivity). It draws no
+// random number, so the population stays what its seed makes it.
+func labelsOf(nt *note) []string {
+	if nt.specialty != "Behavioral Health" {
+		return nil
+	}
+	for _, c := range nt.conds {
+		if strings.HasPrefix(c.icd10, "F") {
+			return []string{"PSY"}
+		}
+	}
+	return nil
 }

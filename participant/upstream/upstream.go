@@ -332,9 +332,19 @@ func (r *Records) Patient(ctx context.Context, id string) (*qhinv1.Demographics,
 type docRef struct {
 	ResourceType string `json:"resourceType"`
 	ID           string `json:"id"`
-	Description  string `json:"description"`
-	Date         string `json:"date"`
-	Type         struct {
+	Meta         struct {
+		Security []struct {
+			Code string `json:"code"`
+		} `json:"security"`
+	} `json:"meta"`
+	SecurityLabel []struct {
+		Coding []struct {
+			Code string `json:"code"`
+		} `json:"coding"`
+	} `json:"securityLabel"`
+	Description string `json:"description"`
+	Date        string `json:"date"`
+	Type        struct {
 		Coding []struct {
 			System  string `json:"system"`
 			Code    string `json:"code"`
@@ -397,6 +407,22 @@ func (d *docRef) metadata(pid string) (*qhinv1.DocumentMetadata, bool) {
 	}
 	if m.ContentType == "" {
 		m.ContentType = "application/octet-stream"
+	}
+	// Security labels, from meta.security and securityLabel: every code
+	// counts (the member's policy withholds what it does not allow).
+	var labels []string
+	for _, c := range d.Meta.Security {
+		labels = append(labels, c.Code)
+	}
+	for _, l := range d.SecurityLabel {
+		for _, c := range l.Coding {
+			labels = append(labels, c.Code)
+		}
+	}
+	for _, l := range labels {
+		if l != "" && !slices.Contains(m.SecurityLabels, l) {
+			m.SecurityLabels = append(m.SecurityLabels, l)
+		}
 	}
 	return m, true
 }

@@ -1023,9 +1023,14 @@ type DocumentMetadata struct {
 	SourceParticipantId string `protobuf:"bytes,10,opt,name=source_participant_id,json=sourceParticipantId,proto3" json:"source_participant_id,omitempty"`
 	// Opaque link to the document, authenticated by the broker and bound to
 	// the initiator, the purpose and an expiry: what RetrieveDocument takes.
-	Link          string `protobuf:"bytes,30,opt,name=link,proto3" json:"link,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Link string `protobuf:"bytes,30,opt,name=link,proto3" json:"link,omitempty"`
+	// Security labels (HL7 v3 codes: confidentiality, e.g. R restricted, and
+	// sensitivity, e.g. ETH substance use under 42 CFR Part 2, HIV, PSY, SDV).
+	// A member withholds a labelled document from every purpose its own
+	// policy does not allow for the label.
+	SecurityLabels []string `protobuf:"bytes,31,rep,name=security_labels,json=securityLabels,proto3" json:"security_labels,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DocumentMetadata) Reset() {
@@ -1133,6 +1138,13 @@ func (x *DocumentMetadata) GetLink() string {
 		return x.Link
 	}
 	return ""
+}
+
+func (x *DocumentMetadata) GetSecurityLabels() []string {
+	if x != nil {
+		return x.SecurityLabels
+	}
+	return nil
 }
 
 // RetrieveDocumentResponse is one message of a document stream: first the
@@ -1290,7 +1302,7 @@ const file_qhin_v1_types_proto_rawDesc = "" +
 	"\x04link\x18\x1e \x01(\tR\x04link\"n\n" +
 	"\x06Person\x12)\n" +
 	"\x05links\x18\x01 \x03(\v2\x13.qhin.v1.PersonLinkR\x05links\x129\n" +
-	"\fdemographics\x18\x02 \x01(\v2\x15.qhin.v1.DemographicsR\fdemographics\"\xf5\x02\n" +
+	"\fdemographics\x18\x02 \x01(\v2\x15.qhin.v1.DemographicsR\fdemographics\"\x9e\x03\n" +
 	"\x10DocumentMetadata\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\apatient\x18\x02 \x01(\v2\x14.qhin.v1.PatientLinkR\apatient\x12\x1b\n" +
@@ -1303,7 +1315,8 @@ const file_qhin_v1_types_proto_rawDesc = "" +
 	"\fcontent_type\x18\t \x01(\tR\vcontentType\x122\n" +
 	"\x15source_participant_id\x18\n" +
 	" \x01(\tR\x13sourceParticipantId\x12\x12\n" +
-	"\x04link\x18\x1e \x01(\tR\x04link\"o\n" +
+	"\x04link\x18\x1e \x01(\tR\x04link\x12'\n" +
+	"\x0fsecurity_labels\x18\x1f \x03(\tR\x0esecurityLabels\"o\n" +
 	"\x18RetrieveDocumentResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x19.qhin.v1.DocumentMetadataH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x06\n" +
