@@ -64,10 +64,9 @@ func shellWords(s string) ([]string, error) {
 	return words, nil
 }
 
-// readmeCommand returns the words of the first command in the README's
-// section (a "## " heading) that starts with prefix, as a shell would split
-// them.
-func readmeCommand(t *testing.T, section, prefix string) []string {
+// readmeSection returns the text of the README's section (a "## "
+// heading), up to the next one.
+func readmeSection(t *testing.T, section string) string {
 	t.Helper()
 	b, err := os.ReadFile("../README.md")
 	if err != nil {
@@ -82,7 +81,14 @@ func readmeCommand(t *testing.T, section, prefix string) []string {
 	if j := strings.Index(text[3:], "\n## "); j >= 0 {
 		text = text[:j+3]
 	}
-	for _, line := range strings.Split(text, "\n") {
+	return text
+}
+
+// readmeCommand returns the words of the first command in the README's
+// section that starts with prefix, as a shell would split them.
+func readmeCommand(t *testing.T, section, prefix string) []string {
+	t.Helper()
+	for _, line := range strings.Split(readmeSection(t, section), "\n") {
 		if strings.HasPrefix(line, prefix) {
 			words, err := shellWords(line)
 			if err != nil {

@@ -14,19 +14,7 @@ import (
 // readmeBlocks returns the ```sh blocks of a README section.
 func readmeBlocks(t *testing.T, section string) []string {
 	t.Helper()
-	b, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(b)
-	i := strings.Index(text, "\n## "+section+"\n")
-	if i < 0 {
-		t.Fatalf("README has no section %q", section)
-	}
-	text = text[i+1:]
-	if j := strings.Index(text[3:], "\n## "); j >= 0 {
-		text = text[:j+3]
-	}
+	text := readmeSection(t, section)
 	var blocks []string
 	for {
 		start := strings.Index(text, "```sh\n")
