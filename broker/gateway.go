@@ -248,7 +248,20 @@ func (g *gateway) QueryDocuments(ctx context.Context, req *qhinv1.QueryDocuments
 	for _, o := range outcomes {
 		var kept []*qhinv1.DocumentMetadata
 		if o.Value != nil {
-			kept = fanout.Keep(o.Status, o.Value.items, o.Value.sent, g.s.limits.MaxDocumentsPerResponder, "documents", g.validDocument)
+			// A document of a patient the member was not asked about is
+			// malformed: no link to it could name its patient, and no
+			// consent directive could be checked when it is retrieved.
+			asked := opened.patients[o.ParticipantID]
+			valid := func(d *qhinv1.DocumentMetadata) error {
+				if err := g.validDocument(d); err != nil {
+					return err
+				}
+				if _, ok := asked[d.GetPatient().GetPatientId()]; !ok {
+					return errors.New("a patient the member was not asked about")
+				}
+				return nil
+			}
+			kept = fanout.Keep(o.Status, o.Value.items, o.Value.sent, g.s.limits.MaxDocumentsPerResponder, "documents", valid)
 		}
 		for _, d := range kept {
 			// The broker states where a document came from; a member

@@ -254,7 +254,9 @@ func (g *gateway) issueDocumentLinks(initiator, purposeCode string, opened *open
 		patient := d.GetPatient().GetPatientId()
 		ref, asked := opened.patients[member][patient]
 		if !asked {
-			patient = "" // the member named a patient it was not asked about
+			// QueryDocuments drops such documents before links are
+			// issued; none is issued a link without its patient.
+			return nil, fmt.Errorf("document of member %s names a patient it was not asked about", member)
 		}
 		link, err := g.s.seal(&qhinv1.LinkClaims{Kind: qhinv1.LinkKind_LINK_KIND_DOCUMENT, InitiatorParticipantId: initiator,
 			PurposeOfUse: purposeCode, ExpiresUnix: min(ttl, opened.expires[member]), ParticipantId: member,

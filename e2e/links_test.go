@@ -258,3 +258,42 @@ func restartWithDelay(t *testing.T, n *Network, j int, d time.Duration) {
 		t.Fatal(err)
 	}
 }
+
+// TestLinks_DocumentsOfPatientsNotAskedAboutAreDropped: a member asked for
+// the documents of one patient lists, besides, a document of a patient it
+// was not asked about. The broker drops it (and says so in the member's
+// status): a link to it would carry no patient, and no consent directive
+// could be checked when it is retrieved.
+func TestLinks_DocumentsOfPatientsNotAskedAboutAreDropped(t *testing.T) {
+	n, _ := startNetwork(t, Options{Brokers: 1, Participants: 1})
+	hostile := &floodResponder{}
+	hostile.candidates.Store(&qhinv1.ResponderDiscoverPatientsResponse{Candidates: []*qhinv1.Candidate{
+		{PatientId: "p9-asked", Score: 1, Demographics: maria}}})
+	doc := func(id, patient string) *qhinv1.DocumentMetadata {
+		return &qhinv1.DocumentMetadata{Id: id, Patient: &qhinv1.PatientLink{PatientId: patient}, TypeCode: "34133-9",
+			Title: "Summary", Size: 10, Sha256: strings.Repeat("0", 64), ContentType: "text/plain"}
+	}
+	hostile.documents.Store(&qhinv1.ResponderQueryDocumentsResponse{Documents: []*qhinv1.DocumentMetadata{
+		doc("p9-doc-asked", "p9-asked"), doc("p9-doc-other", "p9-other")}})
+	startFakeResponder(t, n, "p9", hostile)
+	gw := dial(t, n, n.ParticipantSource(0)).Gateway()
+
+	pl := discoverLinks(t, gw, "T-TRTMNT", maria)
+	if pl["p9"] == "" {
+		t.Fatalf("phase %q: no link to p9's record: %v", "discover", pl)
+	}
+	resp, err := queryDocs(callCtx(t), gw, "T-TRTMNT", &qhinv1.PatientLink{Link: pl["p9"]})
+	if err != nil {
+		t.Fatalf("phase %q: %v", "query documents", err)
+	}
+	var ids []string
+	for _, d := range resp.Documents {
+		ids = append(ids, d.Id)
+	}
+	if len(ids) != 1 || ids[0] != "p9-doc-asked" {
+		t.Errorf("documents listed %v, want only p9-doc-asked", ids)
+	}
+	if len(resp.Responders) != 1 || !strings.Contains(resp.Responders[0].Detail, "dropped") {
+		t.Errorf("p9's status does not say a document was dropped: %v", resp.Responders)
+	}
+}
