@@ -137,7 +137,8 @@ func TestAbuse_HostileResponderWastesOnlyItsOwnShare(t *testing.T) {
 	t.Run("10,000 tiny documents, of which the first 1000 are kept", func(t *testing.T) {
 		docs := &qhinv1.ResponderQueryDocumentsResponse{Documents: make([]*qhinv1.DocumentMetadata, 10_000)}
 		for i := range docs.Documents {
-			docs.Documents[i] = &qhinv1.DocumentMetadata{Id: fmt.Sprintf("d%06d", i), Sha256: fmt.Sprintf("%064x", i), Size: 1}
+			docs.Documents[i] = &qhinv1.DocumentMetadata{Id: fmt.Sprintf("d%06d", i), Sha256: fmt.Sprintf("%064x", i), Size: 1,
+				Patient: &qhinv1.PatientLink{PatientId: "h1"}} // the record p9 is asked about
 		}
 		flood.documents.Store(docs)
 		// p9 answers discovery with one record of Maria, so that the
