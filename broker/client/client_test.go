@@ -506,11 +506,15 @@ func TestConn_WritesFollowTheLeaderWhenItGoes(t *testing.T) {
 	for _, b := range bs[1:] {
 		b.leader.Store(&bs[2].addr)
 	}
+	// Named is not yet reached: the new leader's connection may still be
+	// coming up (a write then goes round robin); wait for a write to land
+	// there.
 	until(t, "writes reach the new leader", func() bool {
+		landed := bs[2].writes.Load()
 		if err := register(t, c, "next"); err != nil {
 			t.Fatalf("write after the leader stopped: %v", err)
 		}
-		return c.Leader() == bs[2].addr
+		return c.Leader() == bs[2].addr && bs[2].writes.Load() > landed
 	})
 	before := bs[1].writes.Load()
 	for i := range 10 {
