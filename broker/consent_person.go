@@ -11,7 +11,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/openqhin/openqhin/broker/audit"
-	"github.com/openqhin/openqhin/broker/fanout"
 	"github.com/openqhin/openqhin/participant/match"
 	"github.com/openqhin/openqhin/pki"
 	qhinv1 "github.com/openqhin/openqhin/proto/qhin/v1"
@@ -62,41 +61,26 @@ func (c *consentService) lookup(ctx context.Context, op pki.Identity, person *qh
 	}
 	qc := &qhinv1.QueryContext{QueryId: newQueryID(), PurposeOfUse: lookupPurpose,
 		Requester: &qhinv1.Requester{Id: op.Name, Role: "operator", Name: "network operator acting on the patient's request"}}
-	byID := index(ask)
 	ctx, cancel := g.queryContext(ctx)
 	defer cancel()
-	outcomes := fanout.Run(ctx, ids(ask), fanout.Options{Timeout: c.s.cfg.ResponderTimeout},
-		func(ctx context.Context, id string) (*candidatesAnswer, error) {
-			conn, err := c.s.responders.conn(byID[id])
-			if err != nil {
-				return nil, err
-			}
-			ans := newCandidatesAnswer(c.s.limits.MaxCandidatesPerResponder)
-			err = conn.Invoke(ctx, qhinv1.Responder_DiscoverPatients_FullMethodName,
-				&qhinv1.ResponderDiscoverPatientsRequest{Context: qc, Demographics: person.Demographics}, ans, grpc.ForceCodecV2(answerCodec{}))
-			return ans, err
-		},
-		func(a *candidatesAnswer) bool { return a.sent == 0 })
+	answers := g.askCandidates(ctx, ask, qc, person.Demographics)
 
 	out := &qhinv1.RecordLookup{}
 	var statuses []*qhinv1.ResponderStatus
 	var records []string
-	for _, o := range outcomes {
-		m := &qhinv1.MemberRecords{ParticipantId: o.ParticipantID}
-		if o.Value != nil {
-			kept := fanout.Keep(o.Status, o.Value.items, o.Value.sent, c.s.limits.MaxCandidatesPerResponder, "candidates", g.validCandidate)
-			for _, cand := range kept {
-				if cand.GetExplanation().GetDecision() == qhinv1.MatchDecision_MATCH_DECISION_MATCH {
-					m.PatientIds = append(m.PatientIds, cand.PatientId)
-					records = append(records, audit.RecordRef(o.ParticipantID, cand.PatientId))
-				} else {
-					m.Possible++
-				}
+	for _, a := range answers {
+		m := &qhinv1.MemberRecords{ParticipantId: a.participantID}
+		for _, cand := range a.candidates {
+			if cand.GetExplanation().GetDecision() == qhinv1.MatchDecision_MATCH_DECISION_MATCH {
+				m.PatientIds = append(m.PatientIds, cand.PatientId)
+				records = append(records, audit.RecordRef(a.participantID, cand.PatientId))
+			} else {
+				m.Possible++
 			}
 		}
-		m.State, m.Detail = o.Status.Status, o.Status.Detail
+		m.State, m.Detail = a.status.Status, a.status.Detail
 		out.Members = append(out.Members, m)
-		statuses = append(statuses, o.Status)
+		statuses = append(statuses, a.status)
 	}
 	for _, s := range skipped {
 		out.Members = append(out.Members, &qhinv1.MemberRecords{ParticipantId: s.ParticipantId, State: s.Status, Detail: s.Detail})

@@ -136,34 +136,19 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 	}
 	qc := &qhinv1.QueryContext{QueryId: newQueryID(), InitiatorParticipantId: init.Id, PurposeOfUse: req.PurposeOfUse, Requester: req.Requester,
 		Emergency: req.Emergency, EmergencyReason: req.EmergencyReason}
-	byID := index(ask)
 
 	ctx, cancel := g.queryContext(ctx)
 	defer cancel()
 	start := time.Now()
-	outcomes := fanout.Run(ctx, ids(ask), fanout.Options{Timeout: g.s.cfg.ResponderTimeout},
-		func(ctx context.Context, id string) (*candidatesAnswer, error) {
-			conn, err := g.s.responders.conn(byID[id])
-			if err != nil {
-				return nil, err
-			}
-			ans := newCandidatesAnswer(g.s.limits.MaxCandidatesPerResponder)
-			err = conn.Invoke(ctx, qhinv1.Responder_DiscoverPatients_FullMethodName,
-				&qhinv1.ResponderDiscoverPatientsRequest{Context: qc, Demographics: req.Demographics}, ans, grpc.ForceCodecV2(answerCodec{}))
-			return ans, err
-		},
-		func(a *candidatesAnswer) bool { return a.sent == 0 })
+	answers := g.askCandidates(ctx, ask, qc, req.Demographics)
 
-	found := make([]fanout.Found, 0, len(outcomes))
+	found := make([]fanout.Found, 0, len(answers))
 	resp := &qhinv1.DiscoverPatientsResponse{QueryId: qc.QueryId}
-	for _, o := range outcomes {
-		if o.Value != nil {
-			kept := fanout.Keep(o.Status, o.Value.items, o.Value.sent, g.s.limits.MaxCandidatesPerResponder, "candidates", g.validCandidate)
-			if o.Status.Status == qhinv1.ResponderState_RESPONDER_STATE_OK {
-				found = append(found, fanout.Found{ParticipantID: o.ParticipantID, Candidates: kept})
-			}
+	for _, a := range answers {
+		if a.status.Status == qhinv1.ResponderState_RESPONDER_STATE_OK {
+			found = append(found, fanout.Found{ParticipantID: a.participantID, Candidates: a.candidates})
 		}
-		resp.Responders = append(resp.Responders, o.Status)
+		resp.Responders = append(resp.Responders, a.status)
 	}
 	resp.Responders = append(resp.Responders, skipped...)
 	if found, err = g.withholdCandidates(ctx, qc, found, resp.Responders); err != nil {
@@ -180,6 +165,42 @@ func (g *gateway) DiscoverPatients(ctx context.Context, req *qhinv1.DiscoverPati
 	g.s.metrics.fanout(len(ask), resp.Responders)
 	g.s.logQuery(ctx, "discover", qc, start, resp.Responders, "persons", len(resp.Persons))
 	return resp, nil
+}
+
+// memberCandidates is one member's part of a discovery fan-out: its status
+// and the candidates kept of its answer.
+type memberCandidates struct {
+	participantID string
+	status        *qhinv1.ResponderStatus
+	candidates    []*qhinv1.Candidate
+}
+
+// askCandidates asks each member of ask, under qc, for its patients that may
+// be the person d describes, and keeps of each answer the valid candidates
+// up to the cap (fanout.Keep, which notes what it dropped in the status).
+func (g *gateway) askCandidates(ctx context.Context, ask []*qhinv1.Participant, qc *qhinv1.QueryContext, d *qhinv1.Demographics) []memberCandidates {
+	byID := index(ask)
+	limit := g.s.limits.MaxCandidatesPerResponder
+	outcomes := fanout.Run(ctx, ids(ask), fanout.Options{Timeout: g.s.cfg.ResponderTimeout},
+		func(ctx context.Context, id string) (*candidatesAnswer, error) {
+			conn, err := g.s.responders.conn(byID[id])
+			if err != nil {
+				return nil, err
+			}
+			ans := newCandidatesAnswer(limit)
+			err = conn.Invoke(ctx, qhinv1.Responder_DiscoverPatients_FullMethodName,
+				&qhinv1.ResponderDiscoverPatientsRequest{Context: qc, Demographics: d}, ans, grpc.ForceCodecV2(answerCodec{}))
+			return ans, err
+		},
+		func(a *candidatesAnswer) bool { return a.sent == 0 })
+	out := make([]memberCandidates, len(outcomes))
+	for i, o := range outcomes {
+		out[i] = memberCandidates{participantID: o.ParticipantID, status: o.Status}
+		if o.Value != nil {
+			out[i].candidates = fanout.Keep(o.Status, o.Value.items, o.Value.sent, limit, "candidates", g.validCandidate)
+		}
+	}
+	return out
 }
 
 // QueryDocuments asks the members that hold the linked patients for their
